@@ -1,0 +1,117 @@
+"""Combine models into one submission.
+
+Soft voting (probabilities averaged at full resolution, then thresholded):
+    python ensemble.py --checkpoints a.pt b.pt c.pt [--weights 1 1 2] --out sub.csv
+    python ensemble.py --probs probs_a/ probs_b/ --data ROOT --out sub.csv      (saved by inference.py --save-probs)
+A run folder given to --checkpoints stands for its fold checkpoints (<run>/fold*/best.pt) or its best.pt.
+Hard voting (a pixel is kept where at least --min-votes submissions agree):
+    python ensemble.py --csvs a.csv b.csv c.csv --min-votes 2 --data ROOT --out sub.csv
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from utils.cli import run_main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", nargs="+", default=[], metavar="PT", help="checkpoints or run folders")
+    p.add_argument("--probs", nargs="+", default=[], metavar="DIR", help="probability folders from --save-probs")
+    p.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint, then per probs folder")
+    p.add_argument("--csvs", nargs="+", default=[], metavar="CSV", help="submissions to hard-vote")
+    p.add_argument("--min-votes", type=int, help="with --csvs: submissions that must agree on a pixel")
+    p.add_argument("--data", help="dataset root with test/DCM (default: data.root of the first checkpoint)")
+    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--tta", choices=["none", "hflip"], help="TTA for every model (default: each model's predict.tta)")
+    p.add_argument("--threshold", type=float, default=0.5, help="one threshold for every class (default: 0.5)")
+    p.add_argument("--thresholds", metavar="JSON", help="per-class thresholds (from inference.py --tune-thresholds)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value of every checkpoint")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from utils.errors import UserError
+
+    if args.csvs:
+        if args.checkpoints or args.probs:
+            raise UserError("--csvs (hard voting) cannot be mixed with --checkpoints or --probs")
+        return hard_voting(args)
+    if not args.checkpoints and not args.probs:
+        raise UserError("give --checkpoints, --probs or --csvs")
+    return soft_voting(args)
+
+
+def expand_checkpoints(paths: list[str]) -> list[Path]:
+    """A run folder stands for its fold checkpoints (k-fold runs) or its own best.pt."""
+    from utils.errors import UserError
+
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.glob("fold*/best.pt")) or sorted(path.glob("best.pt"))
+            if not found:
+                raise UserError(f"{path}: run folder without best.pt or fold*/best.pt")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def soft_voting(args) -> int:
+    from trainer.inference import load_member, load_probs_member, member_config, parse_thresholds, write_submission
+    from trainer.runtime import setup_runtime
+    from utils.errors import UserError
+
+    checkpoints = expand_checkpoints(args.checkpoints)
+    n = len(checkpoints) + len(args.probs)
+    weights = args.weights or [1.0] * n
+    if len(weights) != n:
+        raise UserError(f"--weights: {len(weights)} given for {n} models ({len(checkpoints)} checkpoints, "
+                        f"{len(args.probs)} probability folders)")
+    overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
+    configs = [member_config(c, None, overrides, args.tta) for c in checkpoints]
+    if not configs and not args.data:
+        raise UserError("--data ROOT is needed when only --probs are given")
+    runtime = setup_runtime(configs[0].trainer) if configs else setup_runtime(_default_trainer())
+    members = [load_member(c, cfg, runtime, w) for c, cfg, w in zip(checkpoints, configs, weights)]
+    members += [load_probs_member(d, w) for d, w in zip(args.probs, weights[len(checkpoints):])]
+    from trainer.inference import check_members
+    classes = check_members(members)
+    thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
+    root = args.data or configs[0].data.root
+    count = write_submission(members, root, args.out, thresholds, runtime, num_workers=args.workers,
+                             progress=not args.no_progress)
+    print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")
+    return 0
+
+
+def _default_trainer():
+    from utils.config import TrainerConfig
+    return TrainerConfig()
+
+
+def hard_voting(args) -> int:
+    from utils.config import load_config
+    from utils.errors import UserError
+    from utils.submission import hard_vote, read_test_image_sizes
+
+    if args.min_votes is None:
+        raise UserError("--csvs needs --min-votes N")
+    if not 1 <= args.min_votes <= len(args.csvs):
+        raise UserError(f"--min-votes: {args.min_votes} is not between 1 and the {len(args.csvs)} submissions")
+    if not args.data:
+        raise UserError("--csvs needs --data ROOT (the test images give each mask's size)")
+    classes = load_config(Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml").task.classes
+    hard_vote(args.csvs, args.min_votes, args.out, classes, read_test_image_sizes(args.data))
+    print(f"wrote {args.out}: pixels kept where at least {args.min_votes} of {len(args.csvs)} submissions agree")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

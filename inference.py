@@ -1,0 +1,94 @@
+"""Write the competition submission from a checkpoint:
+`python inference.py --checkpoint runs/demo/best.pt --out submission.csv`.
+
+Also: `--tune-thresholds FILE` picks per-class thresholds on the checkpoint's validation fold, and
+`--check CSV` validates any submission against a test folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from utils.cli import run_main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="a best.pt / last.pt written by train.py")
+    p.add_argument("--config", help="use this config instead of the one stored in the checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value, as in train.py (e.g. --set predict.mode=sliding)")
+    p.add_argument("--data", help="dataset root holding test/DCM/IDxxx/*.png (default: data.root of the config)")
+    p.add_argument("--out", default="submission.csv", help="CSV to write (default: submission.csv)")
+    p.add_argument("--tta", choices=["none", "hflip"], help="test-time augmentation (default: predict.tta)")
+    p.add_argument("--threshold", type=float, help="one threshold for every class (default: trainer.threshold)")
+    p.add_argument("--thresholds", metavar="JSON", help="per-class thresholds written by --tune-thresholds")
+    p.add_argument("--save-probs", metavar="DIR", help="also save each image's probability maps (uint8, compressed)")
+    p.add_argument("--tune-thresholds", metavar="JSON", help="instead of predicting the test set, pick per-class "
+                   "thresholds on the checkpoint's validation fold and save them")
+    p.add_argument("--check", metavar="CSV", help="only validate this submission against --data (or the config's root)")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes (default: 2)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from trainer.runtime import setup_runtime
+    from utils.errors import UserError
+
+    if args.check and not args.checkpoint:
+        return check(args.check, args.data, args.config)
+    if not args.checkpoint:
+        raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
+    if args.threshold is not None and args.thresholds:
+        raise UserError("give either --threshold or --thresholds, not both")
+    from trainer.inference import load_member, member_config, parse_thresholds, write_submission
+
+    overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
+    cfg = member_config(args.checkpoint, args.config, overrides, args.tta)
+    runtime = setup_runtime(cfg.trainer)
+    member = load_member(args.checkpoint, cfg, runtime)
+    if args.tune_thresholds:
+        from trainer.thresholds import tune_thresholds
+        result = tune_thresholds(member, runtime, progress=not args.no_progress)
+        _write_json(args.tune_thresholds, result)
+        print(f"validation Dice {result['val_dice_at_default']:.4f} at threshold {cfg.trainer.threshold}, "
+              f"{result['val_dice']:.4f} with per-class thresholds ({result['images']} images); "
+              f"saved to {args.tune_thresholds}")
+        return 0
+    threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
+    thresholds = parse_thresholds(threshold, args.thresholds, cfg.task.classes)
+    n = write_submission([member], cfg.data.root, args.out, thresholds, runtime, save_probs=args.save_probs,
+                         num_workers=args.workers, progress=not args.no_progress)
+    print(f"wrote {args.out}: {n} images x {len(cfg.task.classes)} classes")
+    return 0
+
+
+def _write_json(path, data) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def check(csv_path, data_root, config) -> int:
+    from utils.config import load_config
+    from utils.errors import UserError
+    from utils.submission import validate_submission
+
+    cfg = load_config(config or Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml")
+    root = data_root or cfg.data.root
+    if not root:
+        raise UserError("give --data ROOT for --check")
+    problems = validate_submission(csv_path, root, cfg.task.classes)
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"OK: {csv_path} matches the test images of {root}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    run_main(main)

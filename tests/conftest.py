@@ -1,0 +1,58 @@
+"""Shared fixtures: one tiny synthetic dataset per test session, and a config for it that trains in seconds."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from data.synthetic import HAND_BONE_CLASSES, generate  # noqa: E402
+from utils.config import load_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dataset_root(tmp_path_factory) -> Path:
+    """6 persons (12 train images) and 2 test persons at 128 px."""
+    return generate(tmp_path_factory.mktemp("data") / "hands", ids=6, test_ids=2, size=128, seed=3, progress=False)
+
+
+@pytest.fixture
+def dataset_copy(dataset_root, tmp_path) -> Path:
+    """A private copy for tests that break or modify files."""
+    return Path(shutil.copytree(dataset_root, tmp_path / "hands"))
+
+
+@pytest.fixture
+def classes() -> list[str]:
+    return list(HAND_BONE_CLASSES)
+
+
+def tiny_overrides(root: Path, cache: Path) -> list[str]:
+    return [f"data.root={root}", f"data.cache_dir={cache}", "data.image_size=64", "data.batch_size=4",
+            "data.val_batch_size=2", "data.num_workers=0", "data.cache_workers=1", "data.n_splits=3",
+            "model.arch=Unet", "model.encoder=resnet18", "model.params={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
+            "trainer.epochs=2", "trainer.val_every=1", "optimizer.lr=1e-3", "transforms.gpu=[]"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(dataset_root, tmp_path_factory) -> Path:
+    """best.pt of a one-epoch run on the tiny dataset."""
+    from trainer.runtime import setup_runtime
+    from trainer.trainer import Trainer
+
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(dataset_root, tmp / "cache") + ["trainer.epochs=1"])
+    Trainer(cfg, tmp / "run", setup_runtime(cfg.trainer), progress=False).fit()
+    return tmp / "run" / "best.pt"
+
+
+@pytest.fixture
+def tiny_config(dataset_root, tmp_path):
+    def make(*extra: str):
+        return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(dataset_root, tmp_path / "cache") + list(extra))
+    return make

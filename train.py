@@ -1,0 +1,46 @@
+"""Train a segmentation model from a config: `python train.py --config configs/demo.yaml`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from utils.cli import add_config_args, run_main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_config_args(parser, required=False)
+    parser.add_argument("--out", help="run directory (default: runs/<config name>)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt (config from the checkpoint unless --config is given)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from trainer.checkpoint import load_checkpoint
+    from trainer.runtime import setup_runtime, shutdown
+    from trainer.trainer import Trainer
+    from utils.config import from_dict, load_config
+    from utils.errors import UserError
+
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif args.resume:
+        cfg = from_dict(load_checkpoint(args.resume)["config"], source=args.resume, overrides=args.overrides)
+    else:
+        raise UserError("give --config CONFIG (or --resume CHECKPOINT)")
+    run_dir = Path(args.out) if args.out else (Path(args.resume).parent if args.resume else Path("runs") / cfg.name)
+    runtime = setup_runtime(cfg.trainer)
+    try:
+        result = Trainer(cfg, run_dir, runtime, resume=args.resume, progress=not args.no_progress).fit()
+        if runtime.is_main:
+            print(f"best validation Dice {result['best_dice']:.4f} after {result['epochs']} epoch(s); "
+                  f"checkpoints in {run_dir}")
+    finally:
+        shutdown(runtime)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,230 @@
+"""From checkpoints (or saved probability maps) to a submission CSV, shared by inference.py and ensemble.py.
+
+Per test image: decode and resize in DataLoader workers (I/O overlaps compute), predict with each member at its
+own input size and TTA, upsample to the image's own size on the device, average with the weights, threshold,
+run-length encode on the device, and write in a background thread while the next image is predicted. Only one
+image's full-size maps exist at a time, so host memory stays flat for any number of test images.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from data.handbone import Sample, read_image, resize_image, scan_split
+from models.factory import build_model
+from trainer.checkpoint import load_checkpoint
+from trainer.predictor import Predictor, to_full_size
+from trainer.runtime import Runtime
+from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
+from utils.config import Config, from_dict
+from utils.errors import DataError, UserError
+from utils.rle import encode_rle_batch
+from utils.submission import SubmissionWriter
+
+PROBS_SCALE = 255  # saved probability maps are uint8: p * 255, rounded
+
+
+@dataclass
+class ModelMember:
+    """One model of an ensemble (or the only one), with its own input size, CPU transforms and TTA."""
+    name: str
+    cfg: Config
+    predictor: Predictor
+    weight: float = 1.0
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.data.image_size
+
+
+@dataclass
+class ProbsMember:
+    """Probability maps saved by `inference.py --save-probs`, used in place of a model."""
+    name: str
+    folder: Path
+    classes: list[str]
+    weight: float = 1.0
+
+    def load(self, key: str) -> torch.Tensor:
+        path = self.folder / Path(key).with_suffix(".npz")
+        if not path.is_file():
+            raise DataError(f"{self.folder}: no saved probabilities for test image {key}")
+        with np.load(path) as data:
+            return torch.from_numpy(data["probs"]).float().div_(PROBS_SCALE)
+
+
+def member_config(checkpoint: str | Path, config: Optional[str] = None, overrides=(),
+                  tta: Optional[str] = None) -> Config:
+    """The config a checkpoint is run with: its own unless `config` is given, with overrides and TTA."""
+    from utils.config import load_config
+
+    state = load_checkpoint(checkpoint)
+    cfg = load_config(config, overrides) if config else from_dict(state["config"], str(checkpoint), overrides)
+    if tta is not None:
+        cfg.predict.tta = tta
+    return cfg
+
+
+def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: float = 1.0) -> ModelMember:
+    state = load_checkpoint(checkpoint)
+    if state.get("classes") != cfg.task.classes:
+        raise UserError(f"{checkpoint}: the checkpoint's classes differ from task.classes of the config")
+    model = build_model(cfg.model, len(cfg.task.classes))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{checkpoint}: weights do not fit model {cfg.model.arch}/{cfg.model.encoder} of the config "
+                        f"({' '.join(str(e).split())[:160]})") from None
+    model = model.to(runtime.device).eval()
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    predictor = Predictor(model, cfg.predict, runtime, cfg.data.mean, cfg.data.std, cfg.trainer.channels_last,
+                          window=cfg.data.crop_size)
+    return ModelMember(str(checkpoint), cfg, predictor, weight)
+
+
+def load_probs_member(folder: str | Path, weight: float = 1.0) -> ProbsMember:
+    folder = Path(folder)
+    info = folder / "probs.json"
+    if not info.is_file():
+        raise UserError(f"{folder}: not a probability folder (no probs.json; write one with inference.py --save-probs)")
+    return ProbsMember(str(folder), folder, json.loads(info.read_text())["classes"], weight)
+
+
+class TestImages(Dataset):
+    """Test images decoded and resized in the workers, once per distinct (input size, CPU transforms)."""
+
+    def __init__(self, samples: list[Sample], members: list[ModelMember]):
+        self.samples = samples
+        keys = [(m.image_size, json.dumps(m.cfg.transforms.val, sort_keys=True)) for m in members]
+        unique = list(dict.fromkeys(keys))
+        self.inputs = [(size, build_cpu_transforms(json.loads(val), "transforms.val")) for size, val in unique]
+        self.slots = [unique.index(k) for k in keys]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.samples[i]
+        image = read_image(sample.image)
+        inputs = [apply_cpu_transforms(transform, resize_image(image, size), None)[0] for size, transform in self.inputs]
+        inputs = [torch.from_numpy(np.ascontiguousarray(x)[None]) for x in inputs]
+        return {"key": sample.key, "size": torch.tensor(image.shape), "inputs": [inputs[s] for s in self.slots]}
+
+
+def parse_thresholds(threshold: float, thresholds_file: Optional[str], classes: list[str]) -> torch.Tensor:
+    """One threshold per class: from a JSON {class: value} written by --tune-thresholds, or the global one."""
+    if thresholds_file is None:
+        return torch.full((len(classes),), float(threshold))
+    path = Path(thresholds_file)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable thresholds JSON ({e})") from None
+    data = data.get("thresholds", data)
+    missing = [c for c in classes if c not in data]
+    if missing:
+        raise UserError(f"{path}: no threshold for class {missing[0]!r} ({len(missing)} missing)")
+    return torch.tensor([float(data[c]) for c in classes])
+
+
+def check_members(members: list, classes: Optional[list[str]] = None) -> list[str]:
+    """All members must predict the same classes in the same order; name the one that differs."""
+    reference = classes or _classes_of(members[0])
+    for m in members:
+        if _classes_of(m) != reference:
+            raise UserError(f"{m.name}: predicts classes {_classes_of(m)[:3]}... which differ from "
+                            f"{members[0].name} ({reference[:3]}...)")
+    return reference
+
+
+def _classes_of(member) -> list[str]:
+    return member.cfg.task.classes if isinstance(member, ModelMember) else member.classes
+
+
+def write_submission(members: list, data_root: str | Path, out: str | Path, thresholds: torch.Tensor,
+                     runtime: Runtime, save_probs: Optional[str | Path] = None, num_workers: int = 2,
+                     progress: bool = True) -> int:
+    """Predict every test image with the weighted members and write the CSV; returns the number of images."""
+    classes = check_members(members)
+    samples = scan_split(data_root, "test")
+    models = [m for m in members if isinstance(m, ModelMember)]
+    loader = DataLoader(TestImages(samples, models), batch_size=None, num_workers=num_workers,
+                        pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
+    total_weight = sum(m.weight for m in members)
+    thresholds = thresholds.to(runtime.device).view(-1, 1, 1)
+    if save_probs is not None:
+        save_probs = Path(save_probs)
+        save_probs.mkdir(parents=True, exist_ok=True)
+    with SubmissionWriter(out, classes) as writer, _Background(writer) as background:
+        for item in tqdm(loader, desc="predict", unit="img", disable=not progress):
+            size = tuple(item["size"].tolist())
+            probs = None
+            for member, image in zip(models, item["inputs"]):
+                p = member.predictor(image[None])[0]
+                if save_probs is not None:
+                    _save_probs(save_probs, item["key"], p)
+                p = to_full_size(p, size).mul_(member.weight)
+                probs = p if probs is None else probs.add_(p)
+            for member in members:
+                if isinstance(member, ProbsMember):
+                    p = to_full_size(member.load(item["key"]).to(runtime.device), size).mul_(member.weight)
+                    probs = p if probs is None else probs.add_(p)
+            masks = probs.div_(total_weight) > thresholds
+            background.submit(Path(item["key"]).name, masks)
+    if save_probs is not None:
+        (save_probs / "probs.json").write_text(json.dumps({"classes": classes}))
+    return len(samples)
+
+
+def _save_probs(folder: Path, key: str, probs: torch.Tensor) -> None:
+    """Model-resolution maps, uint8, compressed; the ensemble upsamples them like live predictions."""
+    path = folder / Path(key).with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    quantized = probs.mul(PROBS_SCALE).round_().to(torch.uint8).cpu().numpy()
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, probs=quantized)
+    tmp.replace(path)
+
+
+class _Background:
+    """Run-length encode and write one image while the next is predicted (a thread: the GPU work is async)."""
+
+    def __init__(self, writer: SubmissionWriter):
+        self.writer = writer
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def submit(self, name: str, masks: torch.Tensor) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((name, masks))
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write_image(item[0], encode_rle_batch(item[1]))
+                except BaseException as e:  # re-raised in the main thread
+                    self.error = e
+
+    def __exit__(self, exc_type, exc, tb):
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc is None:
+            raise self.error
+        return False

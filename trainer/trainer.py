@@ -1,0 +1,244 @@
+"""The training loop: AMP, channels_last, gradient accumulation and clipping, validation with the competition
+score, checkpoints (last, best), exact resume, early stopping, per-epoch metrics. Runs the same under torchrun."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from data.dataset import ImageDataset, TrainDataset, unpack_mask_bits
+from data.pipeline import FoldData, prepare_fold
+from losses.factory import build_loss
+from models.factory import build_model
+from schedulers.factory import Schedule
+from trainer.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from trainer.metrics import DiceScore
+from trainer.optim import build_optimizer
+from trainer.predictor import Predictor, model_input, to_full_size
+from trainer.runtime import Runtime, seed_everything
+from transforms.cpu import build_cpu_transforms
+from transforms.gpu import build_gpu_transforms
+from utils.config import Config, save_config, to_dict
+from utils.errors import UserError
+from utils.logger import RunLogger
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, runtime: Runtime, resume: Optional[str] = None,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.runtime = runtime
+        self.progress = progress and runtime.is_main
+        self.classes = list(cfg.task.classes)
+        seed_everything(cfg.trainer.seed)
+
+        self.data: FoldData = prepare_fold(cfg, runtime, self.progress)
+        self.train_loader = self._train_loader()
+        self.val_loader = self._val_loader()
+        self.gpu_augment = build_gpu_transforms(cfg.transforms.gpu, "transforms.gpu")
+
+        model = build_model(cfg.model, len(self.classes)).to(runtime.device)
+        if cfg.trainer.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(cfg.optimizer, model)
+        steps_per_epoch = math.ceil(len(self.train_loader) / cfg.trainer.accumulate)
+        self.schedule = Schedule(self.optimizer, cfg.scheduler, steps_per_epoch, cfg.trainer.epochs)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype is torch.float16)
+        self.loss_fn = build_loss(cfg.loss, cfg.task.mode)
+
+        self.start_epoch, self.best_score, self.stale_validations = 0, -1.0, 0
+        if resume:
+            self._resume(resume)
+        if runtime.distributed:
+            self.model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+        self.train_model = torch.compile(self.model) if cfg.trainer.compile else self.model
+        self.predictor = Predictor(unwrap(self.model), cfg.predict, runtime, cfg.data.mean, cfg.data.std,
+                                   cfg.trainer.channels_last, window=cfg.data.crop_size)
+        self.logger = RunLogger(self.run_dir, cfg, enabled=runtime.is_main)
+        if runtime.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------------------------------------- data
+
+    def _train_loader(self) -> DataLoader:
+        d, rt = self.cfg.data, self.runtime
+        dataset = TrainDataset(self.data.cache, self.data.train_indices,
+                               build_cpu_transforms(self.cfg.transforms.train, "transforms.train"), d.crop_size)
+        if len(dataset) < d.batch_size * rt.world_size:
+            raise UserError(f"data.batch_size: {d.batch_size} x {rt.world_size} process(es) is more than the "
+                            f"{len(dataset)} training images of fold {d.fold}")
+        if rt.distributed:
+            sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
+                                         seed=self.cfg.trainer.seed, drop_last=True)
+        else:
+            self._sampler_generator = torch.Generator()
+            sampler = RandomSampler(dataset, generator=self._sampler_generator)
+        return DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+
+    def _val_loader(self) -> DataLoader:
+        rt = self.runtime
+        indices = self.data.val_indices[rt.rank::rt.world_size]  # each rank scores its share; sums are reduced
+        dataset = ImageDataset(self.data.cache, indices, build_cpu_transforms(self.cfg.transforms.val, "transforms.val"))
+        return DataLoader(dataset, batch_size=self.cfg.data.val_batch_size, shuffle=False, **self._loader_kwargs())
+
+    def _loader_kwargs(self) -> dict:
+        d = self.cfg.data
+        kwargs = dict(num_workers=d.num_workers, pin_memory=d.pin_memory and self.runtime.device.type == "cuda")
+        if d.num_workers > 0:
+            kwargs.update(persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor)
+        return kwargs
+
+    def _to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.runtime.device
+        images = batch["image"].to(device, non_blocking=True)
+        if "mask_bits" in batch:
+            masks = unpack_mask_bits(batch["mask_bits"].to(device, non_blocking=True), images.shape[-1])
+        else:
+            masks = batch["mask"].to(device, non_blocking=True)
+        x, masks = model_input(images, self.cfg.data.mean, self.cfg.data.std, self.gpu_augment, masks.float())
+        if self.cfg.trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, masks
+
+    # ------------------------------------------------------------------------------------------- loop
+
+    def fit(self) -> dict:
+        cfg, t = self.cfg, self.cfg.trainer
+        if self.runtime.is_main:
+            print(f"training {cfg.model.arch}/{cfg.model.encoder} on {len(self.data.train_indices)} images, "
+                  f"validating on {len(self.data.val_indices)} (fold {cfg.data.fold}/{cfg.data.n_splits}), "
+                  f"{self.runtime.device}, {self.runtime.world_size} process(es), run dir {self.run_dir}")
+        epoch = self.start_epoch
+        stopped_early = False
+        for epoch in range(self.start_epoch, t.epochs):
+            started = time.time()
+            train_loss = self._train_epoch(epoch)
+            score, per_class = None, None
+            if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
+                score, per_class = self.validate()
+            self.schedule.after_epoch(score)
+            improved = score is not None and score > self.best_score
+            if improved:
+                self.best_score, self.stale_validations = score, 0
+            elif score is not None:
+                self.stale_validations += 1
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                      "val_dice": score, "best_dice": self.best_score if self.best_score >= 0 else None,
+                      "seconds": round(time.time() - started, 2)}
+            if per_class is not None:
+                record["val_dice_per_class"] = dict(zip(self.classes, per_class))
+            self.logger.log(record)
+            if self.runtime.is_main:
+                self._report(record, per_class)
+                if improved:
+                    save_checkpoint(self._state(epoch, record), self.run_dir / "best.pt")
+                save_checkpoint(self._state(epoch, record), self.run_dir / "last.pt")
+            if t.early_stop_patience is not None and self.stale_validations >= t.early_stop_patience:
+                stopped_early = True
+                if self.runtime.is_main:
+                    print(f"early stop: no improvement in {self.stale_validations} validations")
+                break
+        self.logger.close()
+        return {"best_dice": self.best_score, "epochs": epoch + 1, "stopped_early": stopped_early}
+
+    def _train_epoch(self, epoch: int) -> float:
+        t = self.cfg.trainer
+        seed_everything(t.seed + epoch)  # with the per-epoch sampler seed, a resumed run replays the same batches
+        if self.runtime.distributed:
+            self.train_loader.sampler.set_epoch(epoch)
+        else:
+            self._sampler_generator.manual_seed(t.seed + epoch)
+        self.model.train()
+        total, count = torch.zeros((), device=self.runtime.device), 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not self.progress,
+                   dynamic_ncols=True, leave=False)
+        n_batches = len(self.train_loader)
+        for i, batch in enumerate(bar):
+            x, y = self._to_device(batch)
+            step_now = (i + 1) % t.accumulate == 0 or i + 1 == n_batches
+            sync = self.model.no_sync() if self.runtime.distributed and not step_now else contextlib.nullcontext()
+            with sync:
+                with self.runtime.autocast():
+                    logits = self.train_model(x)
+                loss = self.loss_fn(logits.float(), y)
+                self.scaler.scale(loss / t.accumulate).backward()
+            if step_now:
+                if t.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.schedule.after_step()
+            total += loss.detach()
+            count += 1
+            if self.progress and (i % 10 == 0 or i + 1 == n_batches):
+                bar.set_postfix(loss=f"{total.item() / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        if self.runtime.distributed:
+            torch.distributed.all_reduce(total)
+            total /= self.runtime.world_size
+        return float(total.item() / max(count, 1))
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, list[float]]:
+        """Competition score of the validation fold, at the original resolution, by the shared Predictor."""
+        self.model.eval()
+        score = DiceScore(len(self.classes), self.runtime.device)
+        threshold = self.cfg.trainer.threshold
+        for batch in tqdm(self.val_loader, desc="validate", disable=not self.progress, leave=False):
+            probs = self.predictor(batch["image"])
+            for p, index in zip(probs, batch["index"].tolist()):
+                truth_i = self.data.truth_index[index]
+                bits = torch.from_numpy(self.data.truth.mask_bits(truth_i).copy()).to(self.runtime.device)
+                size = self.data.truth.original_size(truth_i)
+                target = unpack_mask_bits(bits, size[1]).bool()
+                score.update(to_full_size(p, size) > threshold, target)
+        self.model.train()
+        return score.compute()
+
+    # ------------------------------------------------------------------------------------------- state
+
+    def _state(self, epoch: int, record: dict) -> dict:
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
+                "best_score": self.best_score, "stale_validations": self.stale_validations,
+                "config": to_dict(self.cfg), "classes": self.classes, "metrics": record}
+
+    def _resume(self, path: str) -> None:
+        state = load_checkpoint(path)
+        if state.get("classes") != self.classes:
+            raise UserError(f"{path}: checkpoint classes differ from task.classes of the config")
+        if "optimizer" not in state:
+            raise UserError(f"{path}: holds no training state to resume from")
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_score = state["best_score"]
+        self.stale_validations = state["stale_validations"]
+        if self.runtime.is_main:
+            print(f"resumed from {path} at epoch {self.start_epoch + 1} (best Dice so far {self.best_score:.4f})")
+
+    def _report(self, record: dict, per_class: Optional[list[float]]) -> None:
+        line = f"epoch {record['epoch']}/{self.cfg.trainer.epochs}  loss {record['train_loss']:.4f}  lr {record['lr']:.2e}"
+        if record["val_dice"] is not None:
+            line += f"  val Dice {record['val_dice']:.4f}  best {record['best_dice']:.4f}"
+        print(line + f"  ({record['seconds']:.0f}s)", flush=True)
+        if per_class is not None:
+            print(format_class_table(self.classes, per_class), flush=True)
+
+
+def format_class_table(classes: list[str], values: list[float], columns: int = 4) -> str:
+    cells = [f"{name:>12s} {value:.4f}" for name, value in zip(classes, values)]
+    return "\n".join("  ".join(cells[i:i + columns]) for i in range(0, len(cells), columns))

@@ -1,0 +1,371 @@
+"""One typed config schema for every option, loaded from YAML with `_base_` inheritance and `--set` overrides.
+
+The dataclasses below are the single source of truth: every key a YAML file may hold is a field here, with its
+type and default. Loading merges the files, applies the overrides, then validates the whole tree before any work
+starts, so that a typo is a one-line error naming the full key path (and the closest valid key).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from utils.errors import ConfigError
+
+
+@dataclass
+class TaskConfig:
+    """What is segmented: nothing below data/ hard-codes the classes."""
+    classes: list[str] = field(default_factory=list)
+    mode: Literal["multilabel"] = "multilabel"  # sigmoid per class; multi-class softmax datasets come later
+    format: Literal["handbone"] = "handbone"  # the on-disk dataset layout (data/handbone.py)
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate the built-in synthetic dataset into data.root when it is missing."""
+    ids: int = 20
+    test_ids: int = 5
+    size: int = 2048
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    root: str = "datasets/hand_bones"
+    synthetic: Optional[SyntheticConfig] = None
+    image_size: int = 512  # training resolution (square); images are resized to it once, in the cache
+    crop_size: Optional[int] = None  # train on random crops of this size from the image_size cache (e.g. 2048 -> 1024)
+    n_splits: int = 5
+    fold: int = 0
+    cache_dir: str = "data_cache"
+    cache_workers: int = 0  # processes that build the cache; 0 = all cores
+    batch_size: int = 8
+    val_batch_size: int = 4
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    prefetch_factor: int = 4
+    mean: float = 0.5  # model input = (pixel / 255 - mean) / std, done on the training device
+    std: float = 0.25
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "UnetPlusPlus"  # any segmentation-models-pytorch architecture, or fcn_resnet50 / fcn_resnet101
+    encoder: str = "resnet34"  # any smp encoder or "tu-<timm name>"
+    encoder_weights: Optional[str] = None  # null, a hub name (e.g. imagenet, needs network), or a local file path
+    in_channels: int = 1  # X-rays are grayscale
+    head_prior: Optional[float] = 0.01  # start the output bias at this foreground probability (null: framework default)
+    params: dict = field(default_factory=dict)  # extra keyword arguments for the architecture
+
+
+@dataclass
+class LossTerm:
+    name: str = "bce"
+    weight: float = 1.0
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    terms: list[LossTerm] = field(default_factory=lambda: [LossTerm("bce"), LossTerm("dice")])
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    params: dict = field(default_factory=dict)  # extra keyword arguments (betas, momentum, ...)
+
+
+@dataclass
+class SchedulerConfig:
+    name: Optional[str] = None  # step, plateau, cosine, cosine_restarts, or null for a constant rate
+    warmup_epochs: float = 0.0  # linear warmup from warmup_start_factor * lr, counted in optimizer steps
+    warmup_start_factor: float = 0.01
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class TransformsConfig:
+    """Augmentations by name: `train`/`val` run on the CPU (albumentations), `gpu` on the training device."""
+    train: list[dict] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+    gpu: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 50
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    grad_clip: Optional[float] = None  # max gradient norm
+    accumulate: int = 1  # optimizer step every N batches
+    seed: int = 42
+    deterministic: bool = False
+    val_every: int = 1
+    early_stop_patience: Optional[int] = None  # validations without improvement before stopping
+    threshold: float = 0.5
+
+
+@dataclass
+class PredictConfig:
+    """How a model sees a full image, shared by validation, inference and ensembles."""
+    mode: Literal["resize", "sliding"] = "resize"
+    window: Optional[int] = None  # sliding-window tile, in pixels of the resized image; default data.crop_size
+    overlap: float = 0.25
+    tta: Literal["none", "hflip"] = "none"
+    batch_size: int = 4
+
+
+@dataclass
+class LoggingConfig:
+    wandb: bool = False
+    wandb_project: str = "hand-bone-segmentation"
+    wandb_mode: Optional[Literal["online", "offline"]] = None  # null: online when a key is configured, else offline
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    transforms: TransformsConfig = field(default_factory=TransformsConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-4` as a string; every config user writes it as a number, so resolve it as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config with its `_base_` files, apply `key.path=value` overrides, validate."""
+    path = Path(path)
+    raw = _read_with_bases(path, stack=())
+    raw.setdefault("name", path.stem)
+    return from_dict(raw, source=str(path), overrides=overrides)
+
+
+def from_dict(raw: dict, source: str = "config", overrides: list[str] = ()) -> Config:
+    """Validate a plain dict (e.g. the config stored in a checkpoint), with `--set` overrides, into a Config."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        cfg = _build(Config, raw, "")
+        _check_semantics(cfg)
+        return cfg
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = _parse_yaml(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _read_with_bases(path: Path, stack: tuple) -> dict:
+    """Merge `_base_` files first (in order), then this file on top: later keys override earlier ones."""
+    if path.resolve() in stack:
+        raise ConfigError(f"{path}: circular _base_ inheritance")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths")
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, _read_with_bases(path.parent / base, stack + (path.resolve(),)))
+    return _merge(merged, data)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Deep-merge mappings; lists and scalars in `top` replace those in `base`."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """`optimizer.lr=3e-4`: the value is parsed as YAML, so numbers, lists and null work."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
+    key, text = item.split("=", 1)
+    try:
+        value = _parse_yaml(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def _build(cls, raw: Any, path: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key '{full}'{_did_you_mean(key, names, path)}")
+        kwargs[key] = _check(hints[key], value, full)
+    return cls(**kwargs)
+
+
+def _did_you_mean(key, names, path) -> str:
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+    if not close:
+        return f" (valid keys: {', '.join(names)})"
+    return f" (did you mean '{path + '.' if path else ''}{close[0]}'?)"
+
+
+def _check(tp, value, path: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check(inner[0], value, path)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_type_name(value)}")
+        return [_check(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_type_name(value)}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_type_name(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_type_name(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {_type_name(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_type_name(value)}")
+        return value
+    raise TypeError(f"unsupported schema type {tp} at {path}")  # a bug in the schema, not user input
+
+
+def _type_name(value) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def _check_semantics(cfg: Config) -> None:
+    """Cross-field rules the types alone cannot express."""
+    classes = cfg.task.classes
+    if not classes:
+        raise ConfigError("task.classes: the class list is empty")
+    if len(set(classes)) != len(classes):
+        dup = next(c for c in classes if classes.count(c) > 1)
+        raise ConfigError(f"task.classes: class {dup!r} is listed twice")
+    d = cfg.data
+    if d.n_splits < 2:
+        raise ConfigError(f"data.n_splits: must be at least 2, got {d.n_splits}")
+    if not 0 <= d.fold < d.n_splits:
+        raise ConfigError(f"data.fold: {d.fold} is out of range for data.n_splits={d.n_splits} (0..{d.n_splits - 1})")
+    for key in ("image_size", "batch_size", "val_batch_size", "prefetch_factor"):
+        if getattr(d, key) < 1:
+            raise ConfigError(f"data.{key}: must be positive, got {getattr(d, key)}")
+    if d.num_workers < 0 or d.cache_workers < 0:
+        raise ConfigError("data.num_workers and data.cache_workers must be >= 0")
+    if d.crop_size is not None and not (8 <= d.crop_size <= d.image_size and d.crop_size % 8 == 0):
+        raise ConfigError(f"data.crop_size: must be a multiple of 8 between 8 and data.image_size={d.image_size}, "
+                          f"got {d.crop_size}")
+    t = cfg.trainer
+    for key in ("epochs", "accumulate", "val_every"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"trainer.{key}: must be at least 1, got {getattr(t, key)}")
+    if not 0.0 < t.threshold < 1.0:
+        raise ConfigError(f"trainer.threshold: must be between 0 and 1, got {t.threshold}")
+    if not 0.0 <= cfg.predict.overlap < 1.0:
+        raise ConfigError(f"predict.overlap: must be in [0, 1), got {cfg.predict.overlap}")
+    if cfg.model.head_prior is not None and not 0.0 < cfg.model.head_prior < 1.0:
+        raise ConfigError(f"model.head_prior: must be between 0 and 1, got {cfg.model.head_prior}")
+    if cfg.optimizer.lr <= 0:
+        raise ConfigError(f"optimizer.lr: must be positive, got {cfg.optimizer.lr}")
