@@ -12,6 +12,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_config_args(parser, required=False)
     parser.add_argument("--out", help="run directory (default: runs/<config name>)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt (config from the checkpoint unless --config is given)")
+    parser.add_argument("--folds", metavar="all|K,K", help="train these folds (or all) into <run dir>/fold<k>/ and "
+                        "report mean ± std validation Dice")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return parser.parse_args(argv)
 
@@ -31,12 +33,18 @@ def main(argv=None) -> int:
     else:
         raise UserError("give --config CONFIG (or --resume CHECKPOINT)")
     run_dir = Path(args.out) if args.out else (Path(args.resume).parent if args.resume else Path("runs") / cfg.name)
+    if args.folds and args.resume:
+        raise UserError("--folds and --resume do not go together: resume one fold with --resume <run>/fold<k>/last.pt")
     runtime = setup_runtime(cfg.trainer)
     try:
-        result = Trainer(cfg, run_dir, runtime, resume=args.resume, progress=not args.no_progress).fit()
-        if runtime.is_main:
-            print(f"best validation Dice {result['best_dice']:.4f} after {result['epochs']} epoch(s); "
-                  f"checkpoints in {run_dir}")
+        if args.folds:
+            from trainer.kfold import parse_folds, train_folds
+            train_folds(cfg, run_dir, parse_folds(args.folds, cfg.data.n_splits), runtime, not args.no_progress)
+        else:
+            result = Trainer(cfg, run_dir, runtime, resume=args.resume, progress=not args.no_progress).fit()
+            if runtime.is_main:
+                print(f"best validation Dice {result['best_dice']:.4f} after {result['epochs']} epoch(s); "
+                      f"checkpoints in {run_dir}")
     finally:
         shutdown(runtime)
     return 0

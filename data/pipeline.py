@@ -43,6 +43,9 @@ def prepare_fold(cfg: Config, runtime, progress: bool = True) -> FoldData:
     samples = scan_split(d.root, "train")
     train_idx, val_idx = group_kfold([s.group for s in samples], d.n_splits, d.fold)
     val_samples = [samples[i] for i in val_idx]
+    pseudo = [s for root in d.pseudo_roots for s in scan_split(root, "train")]
+    train_idx = np.concatenate([train_idx, np.arange(len(samples), len(samples) + len(pseudo))]).astype(np.int64)
+    samples = samples + pseudo  # after the split: pseudo-labelled images only ever train
 
     def open_all():
         cache = open_cache(samples, cfg.task.classes, d.image_size, d.cache_dir, d.cache_workers, progress)

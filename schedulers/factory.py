@@ -34,6 +34,7 @@ class Schedule:
         self.start_factor = cfg.warmup_start_factor
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.steps = 0
+        self.warmup_ended_this_epoch = False
         self.main = None
         if cfg.name is not None:
             name = cfg.name.lower()
@@ -57,8 +58,13 @@ class Schedule:
         if self.warming_up:
             self.steps += 1
             self._scale(self.start_factor + (1 - self.start_factor) * self.steps / self.warmup_steps)
+            self.warmup_ended_this_epoch = not self.warming_up
 
     def after_epoch(self, score: Optional[float]) -> None:
+        """The named scheduler counts only whole epochs after the warmup, so a cosine ends at its minimum."""
+        if self.warmup_ended_this_epoch:
+            self.warmup_ended_this_epoch = False
+            return
         if self.main is None or self.warming_up:
             return
         if isinstance(self.main, lr_scheduler.ReduceLROnPlateau):
@@ -72,9 +78,11 @@ class Schedule:
             group["lr"] = base * factor
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "main": self.main.state_dict() if self.main else None}
+        return {"steps": self.steps, "warmup_ended_this_epoch": self.warmup_ended_this_epoch,
+                "main": self.main.state_dict() if self.main else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = state["steps"]
+        self.warmup_ended_this_epoch = state["warmup_ended_this_epoch"]
         if self.main is not None and state["main"] is not None:
             self.main.load_state_dict(state["main"])

@@ -96,6 +96,7 @@ def test_schedulers_with_warmup(name):
     assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(1.0)
     assert lrs == sorted(lrs)
     for epoch in range(9):
+        opt.step()
         schedule.after_epoch(0.5)  # a flat score: the plateau scheduler lowers the rate after its patience
         schedule.after_step()
     assert opt.param_groups[0]["lr"] < 1.0

@@ -99,11 +99,11 @@ def test_soft_voting_of_probability_folders(dataset_root, tmp_path, classes):
     _save_probs(tmp_path / "b", samples, b, classes)
     out = tmp_path / "vote.csv"
     result = run("ensemble.py", "--probs", tmp_path / "a", tmp_path / "b", "--weights", 1, 3, "--data", dataset_root,
-                 "--out", out, "--threshold", 0.5, "--workers", 0)
+                 "--out", out, "--threshold", 0.501, "--workers", 0)  # no exact ties
     assert result.returncode == 0, result.stderr
     rows = read_rows(out)[1:]
     for n in range(len(samples)):
-        expected = (a[n] / PROBS_SCALE * 1 + b[n] / PROBS_SCALE * 3) / 4 > 0.5
+        expected = (a[n] / PROBS_SCALE * 1 + b[n] / PROBS_SCALE * 3) / 4 > 0.501
         got = np.stack([decode_rle(r[2], 128, 128) for r in rows[29 * n:29 * (n + 1)]])
         assert np.array_equal(got, expected)
 

@@ -80,7 +80,7 @@ def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: f
         raise UserError(f"{checkpoint}: the checkpoint's classes differ from task.classes of the config")
     model = build_model(cfg.model, len(cfg.task.classes))
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("averaged", state["model"]))  # EMA/SWA weights when the run kept them
     except RuntimeError as e:
         raise UserError(f"{checkpoint}: weights do not fit model {cfg.model.arch}/{cfg.model.encoder} of the config "
                         f"({' '.join(str(e).split())[:160]})") from None

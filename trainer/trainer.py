@@ -18,6 +18,7 @@ from data.pipeline import FoldData, prepare_fold
 from losses.factory import build_loss
 from models.factory import build_model
 from schedulers.factory import Schedule
+from trainer.averaging import WeightAverager
 from trainer.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from trainer.metrics import DiceScore
 from trainer.optim import build_optimizer
@@ -54,12 +55,16 @@ class Trainer:
         self.schedule = Schedule(self.optimizer, cfg.scheduler, steps_per_epoch, cfg.trainer.epochs)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype is torch.float16)
         self.loss_fn = build_loss(cfg.loss, cfg.task.mode)
+        self.averager = None if cfg.averaging.mode == "off" else WeightAverager(cfg.averaging, model, self.optimizer,
+                                                                                cfg.trainer.epochs)
 
-        self.start_epoch, self.best_score, self.stale_validations = 0, -1.0, 0
+        self.start_epoch, self.best_score, self.stale_validations, self.best_record = 0, -1.0, 0, None
         if resume:
             self._resume(resume)
         if runtime.distributed:
-            self.model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+            self.model = DistributedDataParallel(
+                model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+                find_unused_parameters=cfg.trainer.ddp_find_unused_parameters)
         self.train_model = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.predictor = Predictor(unwrap(self.model), cfg.predict, runtime, cfg.data.mean, cfg.data.std,
                                    cfg.trainer.channels_last, window=cfg.data.crop_size)
@@ -125,8 +130,11 @@ class Trainer:
             train_loss = self._train_epoch(epoch)
             score, per_class = None, None
             if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
-                score, per_class = self.validate()
-            self.schedule.after_epoch(score)
+                score, per_class = self.validate(self._ema_model())
+            if self.averager is not None and self.averager.in_swa(epoch):
+                self.averager.after_epoch(unwrap(self.model), epoch)  # SWALR replaces the schedule from here on
+            else:
+                self.schedule.after_epoch(score)
             improved = score is not None and score > self.best_score
             if improved:
                 self.best_score, self.stale_validations = score, 0
@@ -137,6 +145,8 @@ class Trainer:
                       "seconds": round(time.time() - started, 2)}
             if per_class is not None:
                 record["val_dice_per_class"] = dict(zip(self.classes, per_class))
+            if improved:
+                self.best_record = record
             self.logger.log(record)
             if self.runtime.is_main:
                 self._report(record, per_class)
@@ -148,8 +158,32 @@ class Trainer:
                 if self.runtime.is_main:
                     print(f"early stop: no improvement in {self.stale_validations} validations")
                 break
+        if self.averager is not None and self.averager.mode == "swa" and self.averager.count:
+            self._finish_swa(epoch)
         self.logger.close()
-        return {"best_dice": self.best_score, "epochs": epoch + 1, "stopped_early": stopped_early}
+        return {"best_dice": self.best_score, "best_record": self.best_record, "epochs": epoch + 1,
+                "stopped_early": stopped_early}
+
+    def _ema_model(self):
+        """The model to validate: the EMA weights when kept (best.pt is chosen by them), else the raw ones."""
+        return self.averager.module if self.averager is not None and self.averager.mode == "ema" else None
+
+    def _finish_swa(self, epoch: int) -> None:
+        """BatchNorm pass and validation of the SWA weights; they become best.pt when they score higher."""
+        self.averager.update_batchnorm(self._to_device(batch)[0] for batch in self.train_loader)
+        score, per_class = self.validate(self.averager.module)
+        record = {"epoch": epoch + 1, "swa": True, "swa_models": self.averager.count, "val_dice": score,
+                  "val_dice_per_class": dict(zip(self.classes, per_class))}
+        self.logger.log(record)
+        if self.runtime.is_main:
+            print(f"SWA of {self.averager.count} epochs: val Dice {score:.4f} (best single {self.best_score:.4f})")
+            print(format_class_table(self.classes, per_class), flush=True)
+            state = self._state(epoch, record)
+            save_checkpoint(state, self.run_dir / "last.pt")
+            if score > self.best_score:
+                save_checkpoint(state, self.run_dir / "best.pt")
+        if score > self.best_score:
+            self.best_score, self.best_record = score, record
 
     def _train_epoch(self, epoch: int) -> float:
         t = self.cfg.trainer
@@ -164,23 +198,8 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         n_batches = len(self.train_loader)
         for i, batch in enumerate(bar):
-            x, y = self._to_device(batch)
-            step_now = (i + 1) % t.accumulate == 0 or i + 1 == n_batches
-            sync = self.model.no_sync() if self.runtime.distributed and not step_now else contextlib.nullcontext()
-            with sync:
-                with self.runtime.autocast():
-                    logits = self.train_model(x)
-                loss = self.loss_fn(logits.float(), y)
-                self.scaler.scale(loss / t.accumulate).backward()
-            if step_now:
-                if t.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.schedule.after_step()
-            total += loss.detach()
+            loss = self.train_step(batch, step_now=(i + 1) % t.accumulate == 0 or i + 1 == n_batches)
+            total += loss
             count += 1
             if self.progress and (i % 10 == 0 or i + 1 == n_batches):
                 bar.set_postfix(loss=f"{total.item() / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
@@ -189,10 +208,34 @@ class Trainer:
             total /= self.runtime.world_size
         return float(total.item() / max(count, 1))
 
+    def train_step(self, batch: dict, step_now: bool = True) -> torch.Tensor:
+        """Forward and backward of one batch; an optimizer step when `step_now` (gradient accumulation)."""
+        t = self.cfg.trainer
+        x, y = self._to_device(batch)
+        sync = self.model.no_sync() if self.runtime.distributed and not step_now else contextlib.nullcontext()
+        with sync:
+            with self.runtime.autocast():
+                logits = self.train_model(x)
+            loss = self.loss_fn(logits.float(), y)
+            self.scaler.scale(loss / t.accumulate).backward()
+        if step_now:
+            if t.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.schedule.after_step()
+            if self.averager is not None:
+                self.averager.after_step(unwrap(self.model))
+        return loss.detach()
+
     @torch.no_grad()
-    def validate(self) -> tuple[float, list[float]]:
-        """Competition score of the validation fold, at the original resolution, by the shared Predictor."""
+    def validate(self, model: Optional[torch.nn.Module] = None) -> tuple[float, list[float]]:
+        """Competition score of the validation fold, at the original resolution, by the shared Predictor
+        (of the training model, or of `model`, e.g. averaged weights)."""
         self.model.eval()
+        self.predictor.model = (model or unwrap(self.model)).eval()
         score = DiceScore(len(self.classes), self.runtime.device)
         threshold = self.cfg.trainer.threshold
         for batch in tqdm(self.val_loader, desc="validate", disable=not self.progress, leave=False):
@@ -209,10 +252,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- state
 
     def _state(self, epoch: int, record: dict) -> dict:
-        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+        """Everything to resume; `averaged` holds the EMA/SWA weights that inference prefers when present."""
+        averaged = {} if self.averager is None else {"averaged": self.averager.module.state_dict(),
+                                                     "averager": self.averager.state_dict()}
+        return {**averaged, "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
                 "best_score": self.best_score, "stale_validations": self.stale_validations,
-                "config": to_dict(self.cfg), "classes": self.classes, "metrics": record}
+                "config": to_dict(self.cfg), "classes": self.classes, "metrics": record, "best_record": self.best_record}
 
     def _resume(self, path: str) -> None:
         state = load_checkpoint(path)
@@ -224,9 +270,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.averager is not None:
+            if "averager" not in state:
+                raise UserError(f"{path}: the config asks for averaging.mode={self.cfg.averaging.mode} but the "
+                                f"checkpoint holds no averaged weights")
+            self.averager.load_state_dict(state["averager"])
         self.start_epoch = state["epoch"] + 1
         self.best_score = state["best_score"]
         self.stale_validations = state["stale_validations"]
+        self.best_record = state.get("best_record")
         if self.runtime.is_main:
             print(f"resumed from {path} at epoch {self.start_epoch + 1} (best Dice so far {self.best_score:.4f})")
 

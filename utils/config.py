@@ -54,6 +54,7 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 4
+    pseudo_roots: list[str] = field(default_factory=list)  # pseudo_label.py outputs, added to training, never validation
     mean: float = 0.5  # model input = (pixel / 255 - mean) / std, done on the training device
     std: float = 0.25
 
@@ -119,6 +120,17 @@ class TrainerConfig:
     val_every: int = 1
     early_stop_patience: Optional[int] = None  # validations without improvement before stopping
     threshold: float = 0.5
+    ddp_find_unused_parameters: bool = False  # needed under torchrun when some layers get no gradient (encoder_depth < 5)
+
+
+@dataclass
+class AveragingConfig:
+    """Weight averaging: an exponential moving average updated every step, or SWA (torch.optim.swa_utils)."""
+    mode: Literal["off", "ema", "swa"] = "off"
+    ema_decay: float = 0.999
+    swa_start: float = 0.75  # fraction of the epochs after which SWA averages once per epoch
+    swa_lr: Optional[float] = None  # SWALR's target learning rate (default: optimizer.lr / 10)
+    swa_anneal_epochs: int = 1
 
 
 @dataclass
@@ -149,6 +161,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     transforms: TransformsConfig = field(default_factory=TransformsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -365,6 +378,11 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError(f"trainer.threshold: must be between 0 and 1, got {t.threshold}")
     if not 0.0 <= cfg.predict.overlap < 1.0:
         raise ConfigError(f"predict.overlap: must be in [0, 1), got {cfg.predict.overlap}")
+    a = cfg.averaging
+    if not 0.0 < a.ema_decay < 1.0:
+        raise ConfigError(f"averaging.ema_decay: must be between 0 and 1, got {a.ema_decay}")
+    if not 0.0 <= a.swa_start < 1.0:
+        raise ConfigError(f"averaging.swa_start: must be in [0, 1), got {a.swa_start}")
     if cfg.model.head_prior is not None and not 0.0 < cfg.model.head_prior < 1.0:
         raise ConfigError(f"model.head_prior: must be between 0 and 1, got {cfg.model.head_prior}")
     if cfg.optimizer.lr <= 0:

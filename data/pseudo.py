@@ -1,0 +1,213 @@
+"""Pseudo-labels: the model's confident test-set predictions written back in the competition's training layout.
+
+`DIR/train/DCM/IDxxx/<name>.png` (a hard link to the test image, or a copy across file systems) and
+`DIR/train/outputs_json/IDxxx/<name>.json` (one polygon per predicted class, in the competition's JSON schema), so
+`data.handbone.scan_split(DIR, "train")` reads a pseudo-label folder like the real training set.
+
+- A class's polygon is the outer contour of the largest 8-connected component of its thresholded mask, traced
+  through the mask's own boundary pixels. `cv2.fillPoly` (and so `data.handbone.rasterize`) fills polygon edges
+  inclusively, so filling the polygon gives back exactly that component with its holes filled; smaller components
+  are dropped. A class with no component of at least 3 contour points gets no annotation.
+- Confidence of an image (`confidence`): the mean over all classes and pixels of max(p, 1 - p), in [0.5, 1]. It is
+  1 where every pixel is predicted 0 or 1 with certainty and 0.5 where every probability is 0.5. Most pixels of
+  most classes are confidently background, so useful cut-offs sit close to 1; `DIR/pseudo_labels.json` records
+  every image's value to choose one from.
+- The folder is built as `DIR.tmp-XXXX` next to DIR and renamed at the end: a failed run never leaves a
+  complete-looking DIR. An existing non-empty DIR is refused. When no image is kept, nothing is written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import cv2
+import numpy as np
+
+from data.handbone import ANNOTATION_DIR, IMAGE_DIR, Sample
+from utils.errors import UserError
+
+MANIFEST = "pseudo_labels.json"
+
+
+def mask_to_polygon(mask: np.ndarray) -> Optional[np.ndarray]:
+    """(H, W) mask -> (N, 2) int32 [x, y] points of its largest component's outer contour, or None when empty.
+
+    The points are the centres of the component's boundary pixels (cv2.CHAIN_APPROX_SIMPLE, which only drops
+    points in the middle of straight horizontal, vertical and diagonal runs, so filling is unchanged). None also for
+    a component whose contour has fewer than 3 points (one or two pixels, or a straight line): `read_polygons`
+    would skip such a polygon.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask_to_polygon expects an (H, W) mask, got shape {mask.shape}")
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = np.ascontiguousarray(mask[y0:y1, x0:x1] != 0, dtype=np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    if count > 2:  # keep the largest component (label 0 is the background)
+        crop = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(int(x0), int(y0)))
+    points = max(contours, key=len).reshape(-1, 2).astype(np.int32)
+    return points if len(points) >= 3 else None
+
+
+def annotation_json(polygons: dict[str, np.ndarray], stem: str, parent: str, height: int, width: int) -> dict:
+    """The competition's annotation record for one image: one `poly_seg` annotation per class in `polygons`.
+
+    `parent` is the image's `parent_path` ("/train/DCM/IDxxx"); `filename` is `<stem>.jpg` as in the real data
+    (readers pair files by stem and ignore it); `metadata` holds the PNG's own size. Ids are UUIDs derived from
+    the image and class, so a rerun writes identical files.
+    """
+    def uid(*parts: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "pseudo-label:" + "/".join(parts)))
+
+    return {
+        "annotations": [
+            {"id": uid(parent, stem, label), "type": "poly_seg", "attributes": {},
+             "points": np.asarray(points).reshape(-1, 2).astype(int).tolist(), "label": label}
+            for label, points in polygons.items()
+        ],
+        "attributes": {},
+        "file_id": uid(parent, stem),
+        "filename": f"{stem}.jpg",
+        "parent_path": parent,
+        "last_modifier_id": uid("pseudo_label.py"),
+        "metadata": {"height": int(height), "width": int(width)},
+        "last_workers": {},
+    }
+
+
+def confidence(probs) -> float:
+    """Mean over classes and pixels of max(p, 1 - p) for (C, H, W) probabilities (a tensor or an array).
+
+    Computed as 0.5 + mean |p - 0.5|, accumulated in float64.
+    """
+    if isinstance(probs, np.ndarray):
+        return 0.5 + float(np.abs(probs.astype(np.float32) - 0.5).mean(dtype=np.float64))
+    import torch
+
+    return 0.5 + float((probs.float() - 0.5).abs_().mean(dtype=torch.float64))
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """Refuse an existing non-empty (or non-directory) output path, naming it."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise UserError(f"{out}: exists and is not a directory; give a new --out folder")
+        if any(out.iterdir()):
+            raise UserError(f"{out}: output folder exists and is not empty; give a new --out folder or remove it")
+    return out
+
+
+@dataclass
+class PseudoReport:
+    """What `write_pseudo_labels` did: per-image confidence, kept and skipped keys, classes without a polygon."""
+    out: Path
+    written: bool = False  # False when no image was kept: nothing was created
+    confidences: dict[str, float] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    empty: dict[str, list[str]] = field(default_factory=dict)  # kept image -> classes with no annotation
+    linked: int = 0  # PNGs hard-linked (the others were copied)
+
+    @property
+    def empty_count(self) -> int:
+        return sum(len(v) for v in self.empty.values())
+
+
+def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str | Path, classes: list[str],
+                        threshold: float = 0.5, min_confidence: float = 0.9,
+                        info: Optional[dict] = None) -> PseudoReport:
+    """Write a pseudo-label folder from (test sample, full-size probabilities (C, H, W)) pairs.
+
+    Images with `confidence(probs) < min_confidence` are skipped; a kept image's masks are `probs > threshold`
+    (as in the submission). Besides the training layout, `DIR/pseudo_labels.json` records the settings, `info`
+    (e.g. checkpoints and weights) and every image's confidence. Returns a PseudoReport; when no image is kept,
+    nothing is written and `report.written` is False.
+    """
+    out = check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = PseudoReport(out)
+    tmp = _make_tmp(out)
+    try:
+        for sample, probs in predictions:
+            if probs.shape[0] != len(classes):
+                raise ValueError(f"{sample.key}: {probs.shape[0]} probability maps for {len(classes)} classes")
+            score = confidence(probs)
+            report.confidences[sample.key] = score
+            if score < min_confidence:
+                report.skipped.append(sample.key)
+                continue
+            masks = _to_numpy(probs > threshold)
+            polygons, empty = {}, []
+            for name, mask in zip(classes, masks):
+                points = mask_to_polygon(mask)
+                if points is None:
+                    empty.append(name)
+                else:
+                    polygons[name] = points
+            report.linked += _write_sample(tmp, sample, polygons, masks.shape[-2:])
+            report.kept.append(sample.key)
+            if empty:
+                report.empty[sample.key] = empty
+        if not report.kept:
+            shutil.rmtree(tmp)
+            return report
+        manifest = {"classes": classes, "threshold": threshold, "min_confidence": min_confidence, **(info or {}),
+                    "kept": report.kept, "skipped": report.skipped, "empty_classes": report.empty,
+                    "confidence": report.confidences}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        check_out_dir(out)  # nothing appeared there meanwhile
+        if out.is_dir():
+            out.rmdir()
+        os.rename(tmp, out)
+        report.written = True
+        return report
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _make_tmp(out: Path) -> Path:
+    """An empty `DIR.tmp-XXXX` next to DIR (made with the umask's permissions, unlike tempfile.mkdtemp)."""
+    while True:
+        tmp = out.with_name(f"{out.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _to_numpy(masks) -> np.ndarray:
+    masks = masks if isinstance(masks, np.ndarray) else masks.to("cpu").numpy()
+    return masks.view(np.uint8) if masks.dtype == bool else masks.astype(np.uint8)
+
+
+def _write_sample(root: Path, sample: Sample, polygons: dict[str, np.ndarray], hw) -> bool:
+    """Link (or copy) the PNG and write its JSON; True when the PNG was hard-linked."""
+    group, name = Path(sample.key).parent.as_posix(), Path(sample.key).name
+    stem = Path(name).stem
+    image_dir = root / "train" / IMAGE_DIR / group
+    json_dir = root / "train" / ANNOTATION_DIR / group
+    image_dir.mkdir(parents=True, exist_ok=True)
+    json_dir.mkdir(parents=True, exist_ok=True)
+    target = image_dir / name
+    try:
+        os.link(sample.image, target)
+        linked = True
+    except OSError:
+        shutil.copy2(sample.image, target)
+        linked = False
+    record = annotation_json(polygons, stem, f"/train/{IMAGE_DIR}/{group}", int(hw[0]), int(hw[1]))
+    (json_dir / f"{stem}.json").write_text(json.dumps(record), encoding="utf-8")
+    return linked

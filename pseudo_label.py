@@ -1,0 +1,124 @@
+"""Pseudo-label the test set with one model or a soft-voted ensemble, in the competition's training layout:
+`python pseudo_label.py --checkpoints a.pt [b.pt ...] [--weights 1 2] --data ROOT --out DIR [--min-confidence 0.9]`.
+
+Every PNG under ROOT/test/DCM/IDxxx/ is predicted by each checkpoint at its own input size and TTA, upsampled to
+the image's own size and averaged with the weights (as ensemble.py does). An image is kept when its confidence,
+the mean over classes and pixels of max(p, 1 - p), is at least --min-confidence; its masks (p > --threshold)
+become one polygon per class (the largest connected component's outline; empty classes get none). DIR receives
+train/DCM/IDxxx/<name>.png (hard links, or copies across file systems), train/outputs_json/IDxxx/<name>.json and
+pseudo_labels.json (settings and every image's confidence). DIR is built under a temporary name and renamed at
+the end; an existing non-empty DIR is refused. When no image is kept, DIR is not created and the exit status is 1.
+Train on it with `data.pseudo_roots: [DIR]`.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from utils.cli import run_main
+
+LISTED = 10  # skipped images and empty classes are named when there are at most this many
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", nargs="+", required=True, metavar="PT",
+                   help="checkpoints, or run folders (standing for their fold*/best.pt or best.pt)")
+    p.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint (default: equal)")
+    p.add_argument("--data", help="dataset root holding test/DCM/IDxxx/*.png (default: data.root of the first checkpoint)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new folder to write the pseudo-labels into")
+    p.add_argument("--min-confidence", type=float, default=0.9,
+                   help="keep images whose mean max(p, 1 - p) is at least this (default: 0.9)")
+    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold for every class (default: 0.5)")
+    p.add_argument("--tta", choices=["none", "hflip"], help="TTA for every model (default: each model's predict.tta)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value of every checkpoint")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes (default: 2)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from data.pseudo import check_out_dir
+    from ensemble import expand_checkpoints
+    from utils.errors import UserError
+
+    # the checks that need no model come first: importing the model libraries takes seconds
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold: {args.threshold} is not a probability between 0 and 1")
+    out = check_out_dir(args.out)
+    checkpoints = expand_checkpoints(args.checkpoints)
+    for path in checkpoints:
+        if not path.is_file():
+            raise UserError(f"{path}: checkpoint not found")
+
+    from data.handbone import scan_split
+    from data.pseudo import write_pseudo_labels
+    from trainer.inference import check_members, load_member, member_config
+    from trainer.runtime import setup_runtime
+
+    weights = args.weights or [1.0] * len(checkpoints)
+    if len(weights) != len(checkpoints):
+        raise UserError(f"--weights: {len(weights)} given for {len(checkpoints)} checkpoints")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UserError("--weights must be non-negative with a positive sum")
+    overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
+    configs = [member_config(c, None, overrides, args.tta) for c in checkpoints]
+    runtime = setup_runtime(configs[0].trainer)
+    members = [load_member(c, cfg, runtime, w) for c, cfg, w in zip(checkpoints, configs, weights)]
+    classes = check_members(members)
+    root = args.data or configs[0].data.root
+    if not root:
+        raise UserError("give --data ROOT (the checkpoint's config has no data.root)")
+    samples = scan_split(root, "test")
+    info = {"data": str(root), "checkpoints": [str(c) for c in checkpoints], "weights": weights,
+            "tta": [cfg.predict.tta for cfg in configs]}
+    predictions = soft_vote_full_size(members, samples, runtime, args.workers, not args.no_progress)
+    report = write_pseudo_labels(predictions, out, classes, args.threshold, args.min_confidence, info)
+
+    scores = list(report.confidences.values())
+    print(f"kept {len(report.kept)} of {len(scores)} test images with confidence >= {args.min_confidence} "
+          f"(confidence min {min(scores):.4f}, median {statistics.median(scores):.4f}, max {max(scores):.4f})")
+    if report.skipped:
+        named = ", ".join(f"{k} ({report.confidences[k]:.4f})" for k in report.skipped[:LISTED])
+        more = f", ... ({len(report.skipped) - LISTED} more)" if len(report.skipped) > LISTED else ""
+        print(f"skipped {len(report.skipped)}: {named}{more}")
+    if report.empty_count:
+        pairs = [f"{k}:{c}" for k, names in report.empty.items() for c in names]
+        named = f": {', '.join(pairs)}" if len(pairs) <= LISTED else " (listed in pseudo_labels.json)"
+        print(f"warning: {len(pairs)} empty class mask(s) got no annotation{named}")
+    if not report.written:
+        print(f"nothing written: no image reached --min-confidence {args.min_confidence}; {out} was not created")
+        return 1
+    how = "hard-linked" if report.linked == len(report.kept) else f"{report.linked} hard-linked, the rest copied"
+    print(f"wrote {out}: {len(report.kept)} images ({how}) x up to {len(classes)} polygons")
+    return 0
+
+
+def soft_vote_full_size(members, samples, runtime, num_workers: int = 2, progress: bool = True):
+    """Yield (sample, weighted mean of the members' full-size probabilities (C, H, W), on the device) per test image.
+
+    The loop of trainer.inference.write_submission without thresholding; meant to move there (see the report).
+    """
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from trainer.inference import TestImages
+    from trainer.predictor import to_full_size
+
+    loader = DataLoader(TestImages(samples, members), batch_size=None, num_workers=num_workers,
+                        pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
+    by_key = {s.key: s for s in samples}
+    total_weight = sum(m.weight for m in members)
+    for item in tqdm(loader, desc="pseudo-label", unit="img", disable=not progress):
+        size = tuple(item["size"].tolist())
+        probs = None
+        for member, image in zip(members, item["inputs"]):
+            p = to_full_size(member.predictor(image[None])[0], size).mul_(member.weight)
+            probs = p if probs is None else probs.add_(p)
+        yield by_key[item["key"]], probs.div_(total_weight)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,68 @@
+"""k-fold cross-validation: one run per fold in <run dir>/fold<k>/, then a table of per-fold and mean ± std
+validation Dice, per class too, printed and saved as <run dir>/folds.json."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+from trainer.runtime import Runtime
+from trainer.trainer import Trainer, format_class_table
+from utils.config import Config
+from utils.errors import UserError
+
+
+def parse_folds(spec: str, n_splits: int) -> list[int]:
+    """`all` or a comma-separated list such as `0,2,4`."""
+    if spec == "all":
+        return list(range(n_splits))
+    try:
+        folds = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise UserError(f"--folds: expected 'all' or a list such as 0,1,2, got {spec!r}") from None
+    bad = [k for k in folds if not 0 <= k < n_splits]
+    if bad:
+        raise UserError(f"--folds: fold {bad[0]} is out of range for data.n_splits={n_splits} (0..{n_splits - 1})")
+    return sorted(set(folds))
+
+
+def train_folds(cfg: Config, run_dir: Path, folds: list[int], runtime: Runtime, progress: bool = True) -> dict:
+    results = {}
+    for k in folds:
+        fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=k))
+        if runtime.is_main:
+            print(f"=== fold {k} ({folds.index(k) + 1} of {len(folds)})")
+        outcome = Trainer(fold_cfg, run_dir / f"fold{k}", runtime, progress=progress).fit()
+        record = outcome["best_record"] or {}
+        results[k] = {"val_dice": outcome["best_dice"], "per_class": record.get("val_dice_per_class", {}),
+                      "epoch": record.get("epoch")}
+    summary = summarize(results, cfg.task.classes)
+    if runtime.is_main:
+        print(format_summary(summary, cfg.task.classes))
+        path = run_dir / "folds.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(path)
+    return summary
+
+
+def summarize(results: dict, classes: list[str]) -> dict:
+    def mean_std(values):
+        values = [v for v in values if v is not None]
+        return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)} if values else None
+
+    return {"folds": {str(k): r for k, r in results.items()},
+            "val_dice": mean_std(r["val_dice"] for r in results.values()),
+            "per_class": {c: mean_std(r["per_class"].get(c) for r in results.values()) for c in classes}}
+
+
+def format_summary(summary: dict, classes: list[str]) -> str:
+    lines = ["fold  val Dice  best epoch"]
+    lines += [f"{k:>4}  {r['val_dice']:.4f}    {r['epoch']}" for k, r in summary["folds"].items()]
+    d = summary["val_dice"]
+    lines.append(f"mean  {d['mean']:.4f} ± {d['std']:.4f}")
+    per_class = [summary["per_class"][c]["mean"] if summary["per_class"][c] else float("nan") for c in classes]
+    lines.append("per class (mean over folds):")
+    lines.append(format_class_table(classes, per_class))
+    return "\n".join(lines)
