@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     from data.handbone import scan_split
     from data.pseudo import write_pseudo_labels
-    from trainer.inference import check_members, load_member, member_config
+    from trainer.inference import check_members, iter_full_size_probs, load_member, member_config
     from trainer.runtime import setup_runtime
 
     weights = args.weights or [1.0] * len(checkpoints)
@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     samples = scan_split(root, "test")
     info = {"data": str(root), "checkpoints": [str(c) for c in checkpoints], "weights": weights,
             "tta": [cfg.predict.tta for cfg in configs]}
-    predictions = soft_vote_full_size(members, samples, runtime, args.workers, not args.no_progress)
+    predictions = iter_full_size_probs(members, samples, runtime, args.workers, not args.no_progress,
+                                       desc="pseudo-label")
     report = write_pseudo_labels(predictions, out, classes, args.threshold, args.min_confidence, info)
 
     scores = list(report.confidences.values())
@@ -94,30 +95,6 @@ def main(argv=None) -> int:
     how = "hard-linked" if report.linked == len(report.kept) else f"{report.linked} hard-linked, the rest copied"
     print(f"wrote {out}: {len(report.kept)} images ({how}) x up to {len(classes)} polygons")
     return 0
-
-
-def soft_vote_full_size(members, samples, runtime, num_workers: int = 2, progress: bool = True):
-    """Yield (sample, weighted mean of the members' full-size probabilities (C, H, W), on the device) per test image.
-
-    The loop of trainer.inference.write_submission without thresholding; meant to move there (see the report).
-    """
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from trainer.inference import TestImages
-    from trainer.predictor import to_full_size
-
-    loader = DataLoader(TestImages(samples, members), batch_size=None, num_workers=num_workers,
-                        pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
-    by_key = {s.key: s for s in samples}
-    total_weight = sum(m.weight for m in members)
-    for item in tqdm(loader, desc="pseudo-label", unit="img", disable=not progress):
-        size = tuple(item["size"].tolist())
-        probs = None
-        for member, image in zip(members, item["inputs"]):
-            p = to_full_size(member.predictor(image[None])[0], size).mul_(member.weight)
-            probs = p if probs is None else probs.add_(p)
-        yield by_key[item["key"]], probs.div_(total_weight)
 
 
 if __name__ == "__main__":

@@ -192,7 +192,10 @@ def test_cli_writes_the_training_layout(tiny_checkpoint, dataset_root, tmp_path,
         assert s.annotation == out / "train" / "outputs_json" / Path(s.key).with_suffix(".json")
         record = json.loads(s.annotation.read_text())
         assert record["parent_path"] == f"/train/DCM/{s.group}"
-    checked = single = 0
+    # Binding check: each polygon fills exactly the largest component of the model's mask, holes filled. Dice >= 0.98
+    # against the whole mask holds where the mask is one hole-free component (most bones of a trained model; the
+    # one-epoch fixture's masks are speckle, so there that branch rarely applies).
+    checked = 0
     for s in samples:
         masks = (expected[s.key] > threshold).numpy()
         back, labels = polygons_back(s.annotation, classes, masks.shape[1:])
@@ -203,11 +206,9 @@ def test_cli_writes_the_training_layout(tiny_checkpoint, dataset_root, tmp_path,
                 assert np.array_equal(b, target), (s.key, name)
             if m.sum() >= 30:
                 checked += 1
-                if np.array_equal(target, m):  # the mask is one component without holes
-                    single += 1
+                if np.array_equal(target, m):
                     assert dice(b, m) >= 0.98
     assert checked > 0
-    print("CHECKED", checked, single)
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["weights"] == [2.0, 2.0] and len(manifest["confidence"]) == len(test)
     assert all(0.5 <= c <= 1 for c in manifest["confidence"].values())

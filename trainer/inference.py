@@ -151,36 +151,44 @@ def _classes_of(member) -> list[str]:
     return member.cfg.task.classes if isinstance(member, ModelMember) else member.classes
 
 
+def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime, num_workers: int = 2,
+                         progress: bool = True, save_probs: Optional[Path] = None, desc: str = "predict"):
+    """Yield (sample, weighted mean of the members' probabilities at the image's own size (C, H, W), on the device),
+    one image at a time; with `save_probs`, each model's model-resolution maps are saved on the way."""
+    models = [m for m in members if isinstance(m, ModelMember)]
+    loader = DataLoader(TestImages(samples, models), batch_size=None, num_workers=num_workers,
+                        pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
+    by_key = {s.key: s for s in samples}
+    total_weight = sum(m.weight for m in members)
+    for item in tqdm(loader, desc=desc, unit="img", disable=not progress):
+        size = tuple(item["size"].tolist())
+        inputs = iter(item["inputs"])  # one per ModelMember, in order
+        probs = None
+        for member in members:
+            if isinstance(member, ModelMember):
+                p = member.predictor(next(inputs)[None])[0]
+                if save_probs is not None:
+                    _save_probs(save_probs, item["key"], p)
+            else:
+                p = member.load(item["key"]).to(runtime.device)
+            p = to_full_size(p, size).mul_(member.weight)
+            probs = p if probs is None else probs.add_(p)
+        yield by_key[item["key"]], probs.div_(total_weight)
+
+
 def write_submission(members: list, data_root: str | Path, out: str | Path, thresholds: torch.Tensor,
                      runtime: Runtime, save_probs: Optional[str | Path] = None, num_workers: int = 2,
                      progress: bool = True) -> int:
     """Predict every test image with the weighted members and write the CSV; returns the number of images."""
     classes = check_members(members)
     samples = scan_split(data_root, "test")
-    models = [m for m in members if isinstance(m, ModelMember)]
-    loader = DataLoader(TestImages(samples, models), batch_size=None, num_workers=num_workers,
-                        pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
-    total_weight = sum(m.weight for m in members)
     thresholds = thresholds.to(runtime.device).view(-1, 1, 1)
     if save_probs is not None:
         save_probs = Path(save_probs)
         save_probs.mkdir(parents=True, exist_ok=True)
     with SubmissionWriter(out, classes) as writer, _Background(writer) as background:
-        for item in tqdm(loader, desc="predict", unit="img", disable=not progress):
-            size = tuple(item["size"].tolist())
-            probs = None
-            for member, image in zip(models, item["inputs"]):
-                p = member.predictor(image[None])[0]
-                if save_probs is not None:
-                    _save_probs(save_probs, item["key"], p)
-                p = to_full_size(p, size).mul_(member.weight)
-                probs = p if probs is None else probs.add_(p)
-            for member in members:
-                if isinstance(member, ProbsMember):
-                    p = to_full_size(member.load(item["key"]).to(runtime.device), size).mul_(member.weight)
-                    probs = p if probs is None else probs.add_(p)
-            masks = probs.div_(total_weight) > thresholds
-            background.submit(Path(item["key"]).name, masks)
+        for sample, probs in iter_full_size_probs(members, samples, runtime, num_workers, progress, save_probs):
+            background.submit(Path(sample.key).name, probs > thresholds)
     if save_probs is not None:
         (save_probs / "probs.json").write_text(json.dumps({"classes": classes}))
     return len(samples)
