@@ -54,7 +54,7 @@ def scan_split(root: str | Path, split: str) -> list[Sample]:
 
 def _files(folder: Path, suffix: str) -> list[Path]:
     """Files in the ID sub-folders (one level down, as in the competition layout)."""
-    return sorted(p for p in folder.glob(f"*/*") if p.is_file() and p.suffix.lower() == suffix)
+    return sorted(p for p in folder.glob("*/*") if p.is_file() and p.suffix.lower() == suffix)
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -6,17 +6,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from data.handbone import read_image, resize_image, scan_split
 from tests.conftest import ROOT
-from trainer.inference import PROBS_SCALE, load_member, load_probs_member, member_config, write_submission
+from trainer.inference import PROBS_SCALE, load_member, load_probs_member, member_config
 from trainer.predictor import Predictor, to_full_size
 from trainer.runtime import setup_runtime
 from trainer.thresholds import BINS, per_threshold_dice
 from utils.config import PredictConfig, TrainerConfig
-from utils.errors import DataError, UserError
 from utils.rle import decode_rle
 from utils.submission import validate_submission
 

@@ -119,7 +119,6 @@ def test_write_keeps_confident_images_only(dataset_root, classes, tmp_path):
     """Bone-shaped probabilities (the training set's own masks, blurred) round trip; an unsure image is skipped."""
     test = scan_split(dataset_root, "test")
     train = scan_split(dataset_root, "train")
-    rng = np.random.default_rng(1)
     probs, truth = [], []
     for n, sample in enumerate(test):
         hw = read_image(sample.image).shape

@@ -68,10 +68,10 @@ class Trainer:
         self.train_model = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.predictor = Predictor(unwrap(self.model), cfg.predict, runtime, cfg.data.mean, cfg.data.std,
                                    cfg.trainer.channels_last, window=cfg.data.crop_size)
-        self.logger = RunLogger(self.run_dir, cfg, enabled=runtime.is_main)
         if runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
+        self.logger = RunLogger(self.run_dir, cfg, enabled=runtime.is_main)
 
     # ------------------------------------------------------------------------------------------- data
 
@@ -123,6 +123,8 @@ class Trainer:
             print(f"training {cfg.model.arch}/{cfg.model.encoder} on {len(self.data.train_indices)} images, "
                   f"validating on {len(self.data.val_indices)} (fold {cfg.data.fold}/{cfg.data.n_splits}), "
                   f"{self.runtime.device}, {self.runtime.world_size} process(es), run dir {self.run_dir}")
+            if self.data.meta:
+                print(f"metadata (age, sex, weight, height) for {len(self.data.meta)} persons in {cfg.data.root}")
         epoch = self.start_epoch
         stopped_early = False
         for epoch in range(self.start_epoch, t.epochs):

@@ -4,19 +4,14 @@ Layout: header ``image_name,class,rle``; ``image_name`` is the PNG's basename; p
 row per class, in class order; images in the sorted order of their ``IDxxx/name.png`` paths
 under ``ROOT/test/DCM``; an empty mask is an empty ``rle`` field.
 
-    python -m utils.submission --check SUB.csv --data ROOT
-
-prints ``OK: N images x C classes`` (exit status 0) or one line per problem (exit status 1);
-an unreadable CSV or a missing test folder is one `error:` line (exit status 2).
+Checked from the command line by ``python inference.py --check SUB.csv --data ROOT``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import os
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +20,9 @@ from utils.errors import DataError, UserError
 from utils.rle import parse_rle, runs_to_rle
 
 __all__ = ["HEADER", "SubmissionWriter", "read_submission", "validate_submission", "hard_vote",
-           "list_test_images", "read_png_size", "read_test_image_sizes", "main"]
+           "list_test_images", "read_png_size", "read_test_image_sizes"]
 
 HEADER = ("image_name", "class", "rle")
-
-# The 29 hand-bone classes of the competition, in submission order; only the CLI default
-# (library functions take `classes` so other label sets work too).
-HAND_BONE_CLASSES = tuple([f"finger-{i}" for i in range(1, 20)] + [
-    "Trapezium", "Trapezoid", "Capitate", "Hamate", "Scaphoid", "Lunate", "Triquetrum",
-    "Pisiform", "Radius", "Ulna"])
-
 
 # --------------------------------------------------------------------------- writing
 
@@ -375,52 +363,3 @@ def hard_vote(csv_paths, min_votes, out_path, classes, sizes):
 
 
 # --------------------------------------------------------------------------- CLI
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.submission",
-                                     description="Check a submission CSV against the test images.")
-    parser.add_argument("--check", required=True, metavar="CSV", help="submission CSV to check")
-    parser.add_argument("--data", required=True, metavar="ROOT",
-                        help="dataset root (the test images are ROOT/test/DCM/IDxxx/*.png)")
-    parser.add_argument("--classes-from-csv", action="store_true",
-                        help="take the classes and their order from the CSV's first image instead "
-                             "of the 29 hand-bone classes")
-    args = parser.parse_args(argv)
-    classes = list(HAND_BONE_CLASSES)
-    if args.classes_from_csv:
-        classes = _first_image_classes(args.check)
-    problems = validate_submission(args.check, args.data, classes)
-    if problems:
-        for line in problems:
-            print(line)
-        return 1
-    n_images = len(list_test_images(args.data))
-    print(f"OK: {n_images} images x {len(classes)} classes")
-    return 0
-
-
-def _first_image_classes(path):
-    """Class column of the first image's rows, in order (for --classes-from-csv)."""
-    classes = []
-    try:
-        with _long_fields(), open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            next(reader, None)
-            first = None
-            for row in reader:
-                if len(row) != 3 or (first is not None and row[0] != first):
-                    break
-                first = row[0]
-                classes.append(row[1])
-    except FileNotFoundError:
-        raise DataError(f"{path}: submission file not found") from None
-    except (UnicodeDecodeError, csv.Error):
-        raise DataError(f"{path}: not a valid UTF-8 CSV file") from None
-    if not classes:
-        raise DataError(f"{path}: no rows to take the classes from")
-    return classes
-
-
-if __name__ == "__main__":
-    from utils.cli import run_main
-    run_main(lambda: main(sys.argv[1:]))
