@@ -174,6 +174,9 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoint, dataset_copy, tmp_path)
     r = run("ensemble.py", "--checkpoints", tiny_checkpoint, other, "--out", tmp_path / "w.csv")
     assert r.returncode == 2 and str(other) in r.stderr
 
+    r = run("inference.py", "--checkpoint", tiny_checkpoint, "--set", "model.encoder=resnet34", "--out", tmp_path / "v.csv")
+    assert r.returncode == 2 and "weights do not fit model Unet/resnet34" in r.stderr and len(r.stderr.splitlines()) == 1
+
 
 def test_check_reports_missing_rows(tiny_checkpoint, dataset_root, tmp_path):
     sub = tmp_path / "sub.csv"

@@ -76,3 +76,14 @@ def test_wandb_logging_is_offline_without_a_key(tiny_config, tmp_path, monkeypat
     assert calls["init"]["mode"] == "offline" and calls["init"]["dir"] == str(tmp_path)
     assert calls["logs"] == [(1, {"epoch": 1, "val_dice": 0.5, "val_dice/Radius": 0.9})] and calls["finished"]
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["val_dice"] == 0.5
+
+
+def test_training_on_crops_validates_by_sliding_window(tiny_config, tmp_path):
+    """The full-resolution recipe in small: random crops of the cached images, whole-image sliding-window scoring."""
+    cfg = tiny_config("data.crop_size=32", "predict.mode=sliding", "predict.overlap=0.5", "trainer.epochs=1")
+    trainer = Trainer(cfg, tmp_path / "run", setup_runtime(cfg.trainer), progress=False)
+    x, y = trainer._to_device(next(iter(trainer.train_loader)))
+    assert x.shape[-2:] == (32, 32) and y.shape[-2:] == (32, 32)
+    assert trainer.predictor.window == 32
+    result = trainer.fit()
+    assert 0.0 <= result["best_dice"] <= 1.0
