@@ -64,8 +64,9 @@ def expand_checkpoints(paths: list[str]) -> list[Path]:
 
 
 def soft_voting(args) -> int:
-    from trainer.inference import load_member, load_probs_member, member_config, parse_thresholds, write_submission
+    from trainer.inference import check_members, load_members, load_probs_member, parse_thresholds, write_submission
     from trainer.runtime import setup_runtime
+    from utils.config import TrainerConfig
     from utils.errors import UserError
 
     checkpoints = expand_checkpoints(args.checkpoints)
@@ -74,26 +75,21 @@ def soft_voting(args) -> int:
     if len(weights) != n:
         raise UserError(f"--weights: {len(weights)} given for {n} models ({len(checkpoints)} checkpoints, "
                         f"{len(args.probs)} probability folders)")
-    overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
-    configs = [member_config(c, None, overrides, args.tta) for c in checkpoints]
-    if not configs and not args.data:
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UserError("--weights must be non-negative with a positive sum")
+    if not checkpoints and not args.data:
         raise UserError("--data ROOT is needed when only --probs are given")
-    runtime = setup_runtime(configs[0].trainer) if configs else setup_runtime(_default_trainer())
-    members = [load_member(c, cfg, runtime, w) for c, cfg, w in zip(checkpoints, configs, weights)]
+    overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
+    members, runtime = load_members(checkpoints, weights[:len(checkpoints)], overrides, args.tta)
+    runtime = runtime or setup_runtime(TrainerConfig())
+    root = args.data or members[0].cfg.data.root
     members += [load_probs_member(d, w) for d, w in zip(args.probs, weights[len(checkpoints):])]
-    from trainer.inference import check_members
     classes = check_members(members)
     thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
-    root = args.data or configs[0].data.root
     count = write_submission(members, root, args.out, thresholds, runtime, num_workers=args.workers,
                              progress=not args.no_progress)
     print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")
     return 0
-
-
-def _default_trainer():
-    from utils.config import TrainerConfig
-    return TrainerConfig()
 
 
 def hard_voting(args) -> int:

@@ -47,9 +47,12 @@ def main(argv=None) -> int:
     from trainer.inference import load_member, member_config, parse_thresholds, write_submission
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
-    cfg = member_config(args.checkpoint, args.config, overrides, args.tta)
+    from trainer.checkpoint import load_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
     runtime = setup_runtime(cfg.trainer)
-    member = load_member(args.checkpoint, cfg, runtime)
+    member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:
         from trainer.thresholds import tune_thresholds
         result = tune_thresholds(member, runtime, progress=not args.no_progress)

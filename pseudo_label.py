@@ -55,8 +55,7 @@ def main(argv=None) -> int:
 
     from data.handbone import scan_split
     from data.pseudo import write_pseudo_labels
-    from trainer.inference import check_members, iter_full_size_probs, load_member, member_config
-    from trainer.runtime import setup_runtime
+    from trainer.inference import check_members, iter_full_size_probs, load_members
 
     weights = args.weights or [1.0] * len(checkpoints)
     if len(weights) != len(checkpoints):
@@ -64,16 +63,14 @@ def main(argv=None) -> int:
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise UserError("--weights must be non-negative with a positive sum")
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
-    configs = [member_config(c, None, overrides, args.tta) for c in checkpoints]
-    runtime = setup_runtime(configs[0].trainer)
-    members = [load_member(c, cfg, runtime, w) for c, cfg, w in zip(checkpoints, configs, weights)]
+    members, runtime = load_members(checkpoints, weights, overrides, args.tta)
     classes = check_members(members)
-    root = args.data or configs[0].data.root
+    root = args.data or members[0].cfg.data.root
     if not root:
         raise UserError("give --data ROOT (the checkpoint's config has no data.root)")
     samples = scan_split(root, "test")
     info = {"data": str(root), "checkpoints": [str(c) for c in checkpoints], "weights": weights,
-            "tta": [cfg.predict.tta for cfg in configs]}
+            "tta": [m.cfg.predict.tta for m in members]}
     predictions = iter_full_size_probs(members, samples, runtime, args.workers, not args.no_progress,
                                        desc="pseudo-label")
     report = write_pseudo_labels(predictions, out, classes, args.threshold, args.min_confidence, info)

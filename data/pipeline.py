@@ -55,9 +55,10 @@ def prepare_fold(cfg: Config, runtime, progress: bool = True) -> FoldData:
         return cache, truth, same_size
 
     if runtime.is_main:
-        open_all()
+        cache, truth, same_size = open_all()
     runtime.barrier()
-    cache, truth, same_size = open_all()
+    if not runtime.is_main:
+        cache, truth, same_size = open_all()
     truth_index = {int(i): (int(i) if same_size else n) for n, i in enumerate(val_idx)}
     if runtime.is_main and cache.warnings:
         for line in cache.warnings[:20]:

@@ -63,19 +63,21 @@ class ProbsMember:
 
 
 def member_config(checkpoint: str | Path, config: Optional[str] = None, overrides=(),
-                  tta: Optional[str] = None) -> Config:
-    """The config a checkpoint is run with: its own unless `config` is given, with overrides and TTA."""
+                  tta: Optional[str] = None, state: Optional[dict] = None) -> Config:
+    """The config a checkpoint is run with: its own unless `config` is given, with overrides and TTA.
+    `state`: the checkpoint already loaded, so that a large file is read once."""
     from utils.config import load_config
 
-    state = load_checkpoint(checkpoint)
+    state = state if state is not None else load_checkpoint(checkpoint)
     cfg = load_config(config, overrides) if config else from_dict(state["config"], str(checkpoint), overrides)
     if tta is not None:
         cfg.predict.tta = tta
     return cfg
 
 
-def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: float = 1.0) -> ModelMember:
-    state = load_checkpoint(checkpoint)
+def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: float = 1.0,
+                state: Optional[dict] = None) -> ModelMember:
+    state = state if state is not None else load_checkpoint(checkpoint)
     if state.get("classes") != cfg.task.classes:
         raise UserError(f"{checkpoint}: the checkpoint's classes differ from task.classes of the config")
     model = build_model(cfg.model, len(cfg.task.classes))
@@ -90,6 +92,20 @@ def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: f
     predictor = Predictor(model, cfg.predict, runtime, cfg.data.mean, cfg.data.std, cfg.trainer.channels_last,
                           window=cfg.data.crop_size)
     return ModelMember(str(checkpoint), cfg, predictor, weight)
+
+
+def load_members(checkpoints: list, weights: list[float], overrides=(), tta: Optional[str] = None
+                 ) -> tuple[list[ModelMember], Optional[Runtime]]:
+    """Models from checkpoints, each file read once; the runtime follows the first checkpoint's trainer settings."""
+    from trainer.runtime import setup_runtime
+
+    members, runtime = [], None
+    for path, weight in zip(checkpoints, weights):
+        state = load_checkpoint(path)
+        cfg = member_config(path, None, overrides, tta, state)
+        runtime = runtime or setup_runtime(cfg.trainer)
+        members.append(load_member(path, cfg, runtime, weight, state))
+    return members, runtime
 
 
 def load_probs_member(folder: str | Path, weight: float = 1.0) -> ProbsMember:

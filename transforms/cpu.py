@@ -112,16 +112,19 @@ def _construct(cls: type[BasicTransform], params: dict[str, Any], where: str) ->
     return transform
 
 
+def check_spec_list(specs: Any, key: str) -> bool:
+    """True for a non-empty list of transform entries, False for None or []; anything else is a ConfigError."""
+    if specs is not None and not isinstance(specs, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list of transforms, got {type(specs).__name__}")
+    return bool(specs)
+
+
 def build_cpu_transforms(specs: list[dict] | None, key: str) -> A.Compose | None:
     """Build an albumentations Compose from config entries like {'name': 'Rotate', 'limit': 10, 'p': 0.5}.
 
     ``key`` is the config path used in error messages (e.g. 'transforms.train'). Empty list -> None.
     """
-    if specs is None:
-        return None
-    if not isinstance(specs, (list, tuple)):
-        raise ConfigError(f"{key}: expected a list of transforms, got {type(specs).__name__}")
-    if len(specs) == 0:
+    if not check_spec_list(specs, key):
         return None
     valid = sorted(CPU_TRANSFORMS)
     transforms = []

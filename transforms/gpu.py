@@ -23,7 +23,7 @@ from typing import Any, Callable
 import kornia.augmentation as K
 import torch
 
-from transforms.cpu import one_line_error, split_spec
+from transforms.cpu import check_spec_list, one_line_error, split_spec
 from utils.errors import ConfigError
 
 Op = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -238,11 +238,7 @@ class GpuAugment:
 
 def build_gpu_transforms(specs: list[dict] | None, key: str) -> GpuAugment | None:
     """Build a GpuAugment from config entries like {'name': 'Rotate', 'limit': 10, 'p': 0.5}; empty -> None."""
-    if specs is None:
-        return None
-    if not isinstance(specs, (list, tuple)):
-        raise ConfigError(f"{key}: expected a list of transforms, got {type(specs).__name__}")
-    if len(specs) == 0:
+    if not check_spec_list(specs, key):
         return None
     valid = sorted(GPU_TRANSFORMS)
     ops = []
