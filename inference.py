@@ -55,8 +55,9 @@ def main(argv=None) -> int:
     member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:
         from trainer.thresholds import tune_thresholds
+        from utils.files import write_text_atomic
         result = tune_thresholds(member, runtime, progress=not args.no_progress)
-        _write_json(args.tune_thresholds, result)
+        write_text_atomic(args.tune_thresholds, json.dumps(result, indent=2))
         print(f"validation Dice {result['val_dice_at_default']:.4f} at threshold {cfg.trainer.threshold}, "
               f"{result['val_dice']:.4f} with per-class thresholds ({result['images']} images); "
               f"saved to {args.tune_thresholds}")
@@ -67,13 +68,6 @@ def main(argv=None) -> int:
                          num_workers=args.workers, progress=not args.no_progress)
     print(f"wrote {args.out}: {n} images x {len(cfg.task.classes)} classes")
     return 0
-
-
-def _write_json(path, data) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 def check(csv_path, data_root, config) -> int:

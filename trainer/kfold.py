@@ -11,6 +11,7 @@ from trainer.runtime import Runtime
 from trainer.trainer import Trainer, format_class_table
 from utils.config import Config
 from utils.errors import UserError
+from utils.files import write_text_atomic
 
 
 def parse_folds(spec: str, n_splits: int) -> list[int]:
@@ -40,10 +41,7 @@ def train_folds(cfg: Config, run_dir: Path, folds: list[int], runtime: Runtime, 
     summary = summarize(results, cfg.task.classes)
     if runtime.is_main:
         print(format_summary(summary, cfg.task.classes))
-        path = run_dir / "folds.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(path)
+        write_text_atomic(run_dir / "folds.json", json.dumps(summary, indent=2))
     return summary
 
 
