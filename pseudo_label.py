@@ -25,7 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoints", nargs="+", required=True, metavar="PT",
                    help="checkpoints, or run folders (standing for their fold*/best.pt or best.pt)")
     p.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint (default: equal)")
-    p.add_argument("--data", help="dataset root holding test/DCM/IDxxx/*.png (default: data.root of the first checkpoint)")
+    p.add_argument("--data", help="dataset root holding test/DCM/IDxxx/*.png "
+                   "(default: data.root of the first checkpoint)")
     p.add_argument("--out", required=True, metavar="DIR", help="new folder to write the pseudo-labels into")
     p.add_argument("--min-confidence", type=float, default=0.9,
                    help="keep images whose mean max(p, 1 - p) is at least this (default: 0.9)")

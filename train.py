@@ -11,7 +11,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     add_config_args(parser, required=False)
     parser.add_argument("--out", help="run directory (default: runs/<config name>)")
-    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt (config from the checkpoint unless --config is given)")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue a run from its last.pt (config from the checkpoint unless --config is given)")
     parser.add_argument("--folds", metavar="all|K,K", help="train these folds (or all) into <run dir>/fold<k>/ and "
                         "report mean ± std validation Dice")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")

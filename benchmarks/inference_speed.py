@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from data.handbone import read_image, resize_image, scan_split  # noqa: E402
-from trainer.inference import load_member, member_config, parse_thresholds, write_submission  # noqa: E402
-from trainer.runtime import setup_runtime  # noqa: E402
+from data.handbone import read_image, resize_image, scan_split
+from trainer.inference import load_member, member_config, parse_thresholds, write_submission
+from trainer.runtime import setup_runtime
 
 
 def main() -> None:

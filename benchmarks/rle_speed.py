@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.rle import decode_rle, encode_rle, encode_rle_batch  # noqa: E402
+from utils.rle import decode_rle, encode_rle, encode_rle_batch
 
 SIZE = 2048
 
@@ -73,7 +73,7 @@ def check_identity(rng):
             m = flat.reshape(shape)
             assert encode_rle(m) == reference_rle(m), shape
             n += 1
-    for s in range(10):
+    for _s in range(10):
         m = bone(rng, scale=rng.uniform(0.1, 1.0))
         text = encode_rle(m)
         assert text == reference_rle(m)

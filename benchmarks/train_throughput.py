@@ -27,16 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
 
-from data.handbone import scan_split  # noqa: E402
-from trainer.runtime import setup_runtime  # noqa: E402
-from trainer.trainer import Trainer  # noqa: E402
-from utils.config import load_config  # noqa: E402
+from data.handbone import scan_split
+from trainer.runtime import setup_runtime
+from trainer.trainer import Trainer
+from utils.config import load_config
 
 
 class BaselineDataset(Dataset):
@@ -116,7 +116,8 @@ def main() -> None:
                                                     args.steps, args.warmup, bs, device)
 
     print(f"config {args.config} {' '.join(args.overrides)}")
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{os.cpu_count()} CPU cores'}), "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"device {device} ({where}), "
           f"torch {torch.__version__}, batch {bs}, input {cfg.data.crop_size or cfg.data.image_size}px, "
           f"amp {cfg.trainer.amp}, channels_last {cfg.trainer.channels_last}, compile {cfg.trainer.compile}, "
           f"workers {cfg.data.num_workers}")

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -80,7 +79,7 @@ class SampleCache:
         self.__init__(state["folder"])
 
 
-def cache_key(samples: list[Sample], classes: list[str], size: Optional[int]) -> str:
+def cache_key(samples: list[Sample], classes: list[str], size: int | None) -> str:
     """A hash of everything the cache content depends on."""
     files = []
     for s in samples:
@@ -92,7 +91,7 @@ def cache_key(samples: list[Sample], classes: list[str], size: Optional[int]) ->
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
-def open_cache(samples: list[Sample], classes: list[str], size: Optional[int], cache_dir: str | Path,
+def open_cache(samples: list[Sample], classes: list[str], size: int | None, cache_dir: str | Path,
                workers: int = 0, progress: bool = True) -> SampleCache:
     """Return the cache for these samples at `size` (None = original size), building it if missing or stale."""
     cache_dir = Path(cache_dir)
@@ -103,7 +102,7 @@ def open_cache(samples: list[Sample], classes: list[str], size: Optional[int], c
     return SampleCache(folder)
 
 
-def _process(args) -> tuple[np.ndarray, Optional[np.ndarray], tuple[int, int], list[str]]:
+def _process(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], list[str]]:
     """Decode, resize and rasterize one sample (runs in a worker process)."""
     sample, classes, size = args
     image = read_image(sample.image)

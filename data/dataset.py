@@ -5,8 +5,6 @@ float tensors; the CPU transforms (albumentations) need unpacked masks, so only 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -27,7 +25,7 @@ def unpack_mask_bits(bits: torch.Tensor, width: int) -> torch.Tensor:
 class TrainDataset(Dataset):
     """Training samples, optionally random crops (x at multiples of 8, so packed masks are cut without unpacking)."""
 
-    def __init__(self, cache: SampleCache, indices, transform=None, crop_size: Optional[int] = None):
+    def __init__(self, cache: SampleCache, indices, transform=None, crop_size: int | None = None):
         self.cache = cache
         self.indices = [int(i) for i in indices]
         self.transform = transform
@@ -55,7 +53,8 @@ class TrainDataset(Dataset):
         c = self.crop_size
         h, w = image.shape
         if c > h or c > w:
-            raise ValueError(f"crop size {c} is larger than the cached image {self.cache.keys[self.indices[0]]} ({w}x{h})")
+            key = self.cache.keys[self.indices[0]]
+            raise ValueError(f"crop size {c} is larger than the cached image {key} ({w}x{h})")
         y0 = int(torch.randint(0, h - c + 1, ()))
         x0 = 8 * int(torch.randint(0, (w - c) // 8 + 1, ()))
         return image[y0:y0 + c, x0:x0 + c], bits[:, y0:y0 + c, x0 // 8:(x0 + c) // 8]

@@ -1,4 +1,5 @@
-"""The hand-bone competition layout: `ROOT/{train,test}/DCM/IDxxx/<name>.png` and `ROOT/train/outputs_json/IDxxx/<name>.json`.
+"""The hand-bone competition layout: `ROOT/{train,test}/DCM/IDxxx/<name>.png` and
+`ROOT/train/outputs_json/IDxxx/<name>.json`.
 
 Images and annotations are paired by ID folder and file stem, never by the JSON's `filename` field (it names a .jpg
 of another size in the real data). Polygons are integer pixel coordinates of the PNG.
@@ -9,7 +10,6 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -25,7 +25,7 @@ META_FILES = ("meta_data.xlsx", "meta_data.csv")
 class Sample:
     key: str  # "IDxxx/name.png": unique, sortable, the submission order
     image: Path
-    annotation: Optional[Path]  # None for test images
+    annotation: Path | None  # None for test images
     group: str  # the ID folder: one person, both hands
 
 
@@ -65,7 +65,8 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def read_polygons(path: Path, classes: list[str], height: int, width: int) -> tuple[list[tuple[int, np.ndarray]], list[str]]:
+def read_polygons(path: Path, classes: list[str], height: int, width: int
+                  ) -> tuple[list[tuple[int, np.ndarray]], list[str]]:
     """Parse an annotation JSON into (class index, points (N, 2) float32) pairs.
 
     Returns the polygons and warnings for what training can go on without (a polygon of fewer than 3 points is
@@ -91,7 +92,8 @@ def read_polygons(path: Path, classes: list[str], height: int, width: int) -> tu
             continue
         outside = (points[:, 0] < 0) | (points[:, 0] > width - 1) | (points[:, 1] < 0) | (points[:, 1] > height - 1)
         if outside.any():
-            warnings.append(f"{path}: clipped {int(outside.sum())} point(s) of {label} outside the {width}x{height} image")
+            warnings.append(f"{path}: clipped {int(outside.sum())} point(s) of {label} outside the "
+                            f"{width}x{height} image")
             points[:, 0] = points[:, 0].clip(0, width - 1)
             points[:, 1] = points[:, 1].clip(0, height - 1)
         polygons.append((index[label], points))
@@ -119,7 +121,7 @@ def rasterize(polygons: list[tuple[int, np.ndarray]], num_classes: int, src_hw: 
     return masks
 
 
-def resize_image(image: np.ndarray, size: Optional[int]) -> np.ndarray:
+def resize_image(image: np.ndarray, size: int | None) -> np.ndarray:
     """Resize to size x size with area averaging (the one resize used by the cache and by inference)."""
     if size is None or image.shape == (size, size):
         return image

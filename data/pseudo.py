@@ -22,9 +22,9 @@ import os
 import secrets
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
 
 import cv2
 import numpy as np
@@ -35,7 +35,7 @@ from utils.errors import UserError
 MANIFEST = "pseudo_labels.json"
 
 
-def mask_to_polygon(mask: np.ndarray) -> Optional[np.ndarray]:
+def mask_to_polygon(mask: np.ndarray) -> np.ndarray | None:
     """(H, W) mask -> (N, 2) int32 [x, y] points of its largest component's outer contour, or None when empty.
 
     The points are the centres of the component's boundary pixels (cv2.CHAIN_APPROX_SIMPLE, which only drops
@@ -126,7 +126,7 @@ class PseudoReport:
 
 def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str | Path, classes: list[str],
                         threshold: float = 0.5, min_confidence: float = 0.9,
-                        info: Optional[dict] = None) -> PseudoReport:
+                        info: dict | None = None) -> PseudoReport:
     """Write a pseudo-label folder from (test sample, full-size probabilities (C, H, W)) pairs.
 
     Images with `confidence(probs) < min_confidence` are skipped; a kept image's masks are `probs > threshold`

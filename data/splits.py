@@ -13,6 +13,7 @@ def group_kfold(groups: list[str], n_splits: int, fold: int) -> tuple[np.ndarray
         raise ConfigError(f"data.fold: {fold} is out of range for data.n_splits={n_splits} (0..{n_splits - 1})")
     n_groups = len(set(groups))
     if n_groups < n_splits:
-        raise DataError(f"only {n_groups} persons (ID folders) for data.n_splits={n_splits}: need at least one per fold")
+        raise DataError(f"only {n_groups} persons (ID folders) for data.n_splits={n_splits}: "
+                        "need at least one per fold")
     splits = list(GroupKFold(n_splits=n_splits).split(np.zeros(len(groups)), groups=groups))
     return splits[fold]

@@ -236,7 +236,7 @@ def _write_meta(path: Path, n_ids: int, rng) -> None:
         weight = rng.normal(72, 9) if male else rng.normal(57, 7)
         height = rng.normal(174, 6) if male else rng.normal(161, 5)
         ws.append((i, int(rng.integers(20, 70)), META_JUNK + sex if i in junk else sex,
-                   int(round(weight)), int(round(height))))
+                   round(weight), round(height)))
     wb.properties.created = wb.properties.modified = datetime.datetime(*XLSX_TIMESTAMP)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -54,7 +54,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
                                      in_channels=cfg.in_channels, classes=num_classes, **cfg.params)
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
             message = " ".join(str(e).split())[:300]
-            raise ConfigError(f"model: cannot build {SMP_ARCHS[arch]} with encoder {cfg.encoder!r}: {message}") from None
+            raise ConfigError(f"model: cannot build {SMP_ARCHS[arch]} with encoder {cfg.encoder!r}: "
+                              f"{message}") from None
         encoder = model.encoder
     else:
         names = sorted(list(SMP_ARCHS.values()) + ["fcn_resnet50", "fcn_resnet101"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Optional
 
 import torch
 from torch.optim import lr_scheduler
@@ -60,7 +59,7 @@ class Schedule:
             self._scale(self.start_factor + (1 - self.start_factor) * self.steps / self.warmup_steps)
             self.warmup_ended_this_epoch = not self.warming_up
 
-    def after_epoch(self, score: Optional[float]) -> None:
+    def after_epoch(self, score: float | None) -> None:
         """The named scheduler counts only whole epochs after the warmup, so a cosine ends at its minimum."""
         if self.warmup_ended_this_epoch:
             self.warmup_ended_this_epoch = False

@@ -1,9 +1,9 @@
 import pytest
 import yaml
 
-from utils.config import Config, load_config, from_dict, save_config, to_dict
-from utils.errors import ConfigError
 from tests.conftest import ROOT
+from utils.config import Config, from_dict, load_config, save_config, to_dict
+from utils.errors import ConfigError
 
 SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
 

@@ -1,12 +1,18 @@
 """utils.submission: CSV layout, atomic writes, strict reading, validation, hard voting."""
-import numpy as np
 import cv2
+import numpy as np
 import pytest
 
 from utils.errors import DataError, UserError
 from utils.rle import decode_rle, encode_rle
-from utils.submission import (SubmissionWriter, hard_vote, read_png_size, read_submission,
-                              read_test_image_sizes, validate_submission)
+from utils.submission import (
+    SubmissionWriter,
+    hard_vote,
+    read_png_size,
+    read_submission,
+    read_test_image_sizes,
+    validate_submission,
+)
 
 CLASSES = ["a", "b", "c"]
 
@@ -44,27 +50,24 @@ def test_layout_exact(tmp_path):
 
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
     out = tmp_path / "sub.csv"
-    with pytest.raises(RuntimeError, match="boom"):
-        with SubmissionWriter(out, CLASSES) as w:
-            w.write_image("img1.png", ["1 2", "", ""])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), SubmissionWriter(out, CLASSES) as w:
+        w.write_image("img1.png", ["1 2", "", ""])
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_write_keeps_previous_file_on_error(tmp_path):
     out = write_csv(tmp_path / "sub.csv", "old")
-    with pytest.raises(ValueError, match="2 RLE strings for 3 classes"):
-        with SubmissionWriter(out, CLASSES) as w:
-            w.write_image("img1.png", ["1 2", ""])
+    with pytest.raises(ValueError, match="2 RLE strings for 3 classes"), SubmissionWriter(out, CLASSES) as w:
+        w.write_image("img1.png", ["1 2", ""])
     assert out.read_text() == "old"
     assert list(tmp_path.iterdir()) == [out]
 
 
 def test_writer_rejects_duplicate_image(tmp_path):
-    with pytest.raises(ValueError, match="written twice"):
-        with SubmissionWriter(tmp_path / "s.csv", CLASSES) as w:
-            w.write_image("x.png", ["", "", ""])
-            w.write_image("x.png", ["", "", ""])
+    with pytest.raises(ValueError, match="written twice"), SubmissionWriter(tmp_path / "s.csv", CLASSES) as w:
+        w.write_image("x.png", ["", "", ""])
+        w.write_image("x.png", ["", "", ""])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -5,11 +5,11 @@ Everything runs on the CPU device; the GPU path is device-agnostic torch code.
 
 from __future__ import annotations
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
 import torch
-import albumentations as A
 
 from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
 from transforms.gpu import GpuAugment, build_gpu_transforms

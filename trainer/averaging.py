@@ -2,7 +2,7 @@
 per epoch over the last epochs with SWALR's schedule and a BatchNorm pass at the end."""
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from utils.config import AveragingConfig
 class WeightAverager:
     def __init__(self, cfg: AveragingConfig, model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int):
         self.mode = cfg.mode
-        self.swalr: Optional[SWALR] = None
+        self.swalr: SWALR | None = None
         if self.mode == "ema":
             # use_buffers: BatchNorm statistics are averaged too, so the EMA model is usable without a BN pass
             self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)

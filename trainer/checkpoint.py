@@ -24,7 +24,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a truncated or foreign file
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{path}: not a checkpoint of this framework (no model weights or config inside)")
     return state

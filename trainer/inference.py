@@ -12,7 +12,6 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -62,8 +61,8 @@ class ProbsMember:
             return torch.from_numpy(data["probs"]).float().div_(PROBS_SCALE)
 
 
-def member_config(checkpoint: str | Path, config: Optional[str] = None, overrides=(),
-                  tta: Optional[str] = None, state: Optional[dict] = None) -> Config:
+def member_config(checkpoint: str | Path, config: str | None = None, overrides=(),
+                  tta: str | None = None, state: dict | None = None) -> Config:
     """The config a checkpoint is run with: its own unless `config` is given, with overrides and TTA.
     `state`: the checkpoint already loaded, so that a large file is read once."""
     from utils.config import load_config
@@ -76,7 +75,7 @@ def member_config(checkpoint: str | Path, config: Optional[str] = None, override
 
 
 def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: float = 1.0,
-                state: Optional[dict] = None) -> ModelMember:
+                state: dict | None = None) -> ModelMember:
     state = state if state is not None else load_checkpoint(checkpoint)
     if state.get("classes") != cfg.task.classes:
         raise UserError(f"{checkpoint}: the checkpoint's classes differ from task.classes of the config")
@@ -94,8 +93,8 @@ def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: f
     return ModelMember(str(checkpoint), cfg, predictor, weight)
 
 
-def load_members(checkpoints: list, weights: list[float], overrides=(), tta: Optional[str] = None
-                 ) -> tuple[list[ModelMember], Optional[Runtime]]:
+def load_members(checkpoints: list, weights: list[float], overrides=(), tta: str | None = None
+                 ) -> tuple[list[ModelMember], Runtime | None]:
     """Models from checkpoints, each file read once; the runtime follows the first checkpoint's trainer settings."""
     from trainer.runtime import setup_runtime
 
@@ -132,12 +131,13 @@ class TestImages(Dataset):
     def __getitem__(self, i: int) -> dict:
         sample = self.samples[i]
         image = read_image(sample.image)
-        inputs = [apply_cpu_transforms(transform, resize_image(image, size), None)[0] for size, transform in self.inputs]
+        inputs = [apply_cpu_transforms(transform, resize_image(image, size), None)[0]
+                  for size, transform in self.inputs]
         inputs = [torch.from_numpy(np.ascontiguousarray(x)[None]) for x in inputs]
         return {"key": sample.key, "size": torch.tensor(image.shape), "inputs": [inputs[s] for s in self.slots]}
 
 
-def parse_thresholds(threshold: float, thresholds_file: Optional[str], classes: list[str]) -> torch.Tensor:
+def parse_thresholds(threshold: float, thresholds_file: str | None, classes: list[str]) -> torch.Tensor:
     """One threshold per class: from a JSON {class: value} written by --tune-thresholds, or the global one."""
     if thresholds_file is None:
         return torch.full((len(classes),), float(threshold))
@@ -153,7 +153,7 @@ def parse_thresholds(threshold: float, thresholds_file: Optional[str], classes: 
     return torch.tensor([float(data[c]) for c in classes])
 
 
-def check_members(members: list, classes: Optional[list[str]] = None) -> list[str]:
+def check_members(members: list, classes: list[str] | None = None) -> list[str]:
     """All members must predict the same classes in the same order; name the one that differs."""
     reference = classes or _classes_of(members[0])
     for m in members:
@@ -168,7 +168,7 @@ def _classes_of(member) -> list[str]:
 
 
 def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime, num_workers: int = 2,
-                         progress: bool = True, save_probs: Optional[Path] = None, desc: str = "predict"):
+                         progress: bool = True, save_probs: Path | None = None, desc: str = "predict"):
     """Yield (sample, weighted mean of the members' probabilities at the image's own size (C, H, W), on the device),
     one image at a time; with `save_probs`, each model's model-resolution maps are saved on the way."""
     models = [m for m in members if isinstance(m, ModelMember)]
@@ -193,7 +193,7 @@ def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime,
 
 
 def write_submission(members: list, data_root: str | Path, out: str | Path, thresholds: torch.Tensor,
-                     runtime: Runtime, save_probs: Optional[str | Path] = None, num_workers: int = 2,
+                     runtime: Runtime, save_probs: str | Path | None = None, num_workers: int = 2,
                      progress: bool = True) -> int:
     """Predict every test image with the weighted members and write the CSV; returns the number of images."""
     classes = check_members(members)
@@ -226,7 +226,7 @@ class _Background:
     def __init__(self, writer: SubmissionWriter):
         self.writer = writer
         self.queue: queue.Queue = queue.Queue(maxsize=2)
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):

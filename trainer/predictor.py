@@ -4,8 +4,6 @@ probabilities upsampled to each image's own size on the device.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,7 +11,7 @@ from torch import nn
 from utils.config import PredictConfig
 
 
-def model_input(images: torch.Tensor, mean: float, std: float, augment=None, masks: Optional[torch.Tensor] = None):
+def model_input(images: torch.Tensor, mean: float, std: float, augment=None, masks: torch.Tensor | None = None):
     """uint8 (B, 1, H, W) -> normalized float; a float batch was normalized on the CPU already and passes as is.
 
     `augment(x, masks)` (the GPU augmentations) runs between, on [0, 1] images.
@@ -48,7 +46,7 @@ class Predictor:
     """Call with a batch of images at the model's input size; returns sigmoid probabilities at that size."""
 
     def __init__(self, model: nn.Module, cfg: PredictConfig, runtime, mean: float, std: float,
-                 channels_last: bool = False, window: Optional[int] = None):
+                 channels_last: bool = False, window: int | None = None):
         self.model = model
         self.cfg = cfg
         self.runtime = runtime
@@ -80,7 +78,8 @@ class Predictor:
         b, _, h, w = x.shape
         win = self.window
         weight = gaussian_window(win, x.device)
-        tiles = [(y0, x0) for y0 in tile_starts(h, win, self.cfg.overlap) for x0 in tile_starts(w, win, self.cfg.overlap)]
+        overlap = self.cfg.overlap
+        tiles = [(y0, x0) for y0 in tile_starts(h, win, overlap) for x0 in tile_starts(w, win, overlap)]
         out = norm = None
         for i in range(0, len(tiles), max(1, self.cfg.batch_size)):
             chunk = tiles[i:i + self.cfg.batch_size]

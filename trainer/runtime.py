@@ -9,7 +9,6 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass
 class Runtime:
     device: torch.device
-    amp_dtype: Optional[torch.dtype]
+    amp_dtype: torch.dtype | None
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -66,7 +65,7 @@ def setup_runtime(cfg: TrainerConfig) -> Runtime:
     return Runtime(device=device, amp_dtype=amp_dtype, rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def _pick_device(name: str, local_rank: Optional[int]) -> torch.device:
+def _pick_device(name: str, local_rank: int | None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -19,6 +19,7 @@ from losses.factory import build_loss
 from models.factory import build_model
 from schedulers.factory import Schedule
 from trainer.averaging import WeightAverager
+from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from trainer.metrics import DiceScore
 from trainer.optim import build_optimizer
@@ -32,8 +33,8 @@ from utils.logger import RunLogger
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path, runtime: Runtime, resume: Optional[str] = None,
-                 progress: bool = True):
+    def __init__(self, cfg: Config, run_dir: str | Path, runtime: Runtime, resume: str | None = None,
+                 progress: bool = True, callbacks: Iterable[Callback] = ()):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.runtime = runtime
@@ -72,6 +73,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.logger = RunLogger(self.run_dir, cfg, enabled=runtime.is_main)
+        self.callbacks = CallbackList(callbacks)
 
     # ------------------------------------------------------------------------------------------- data
 
@@ -93,7 +95,8 @@ class Trainer:
     def _val_loader(self) -> DataLoader:
         rt = self.runtime
         indices = self.data.val_indices[rt.rank::rt.world_size]  # each rank scores its share; sums are reduced
-        dataset = ImageDataset(self.data.cache, indices, build_cpu_transforms(self.cfg.transforms.val, "transforms.val"))
+        transform = build_cpu_transforms(self.cfg.transforms.val, "transforms.val")
+        dataset = ImageDataset(self.data.cache, indices, transform)
         return DataLoader(dataset, batch_size=self.cfg.data.val_batch_size, shuffle=False, **self._loader_kwargs())
 
     def _loader_kwargs(self) -> dict:
@@ -118,15 +121,29 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- loop
 
     def fit(self) -> dict:
-        cfg, t = self.cfg, self.cfg.trainer
+        """Train to the end (or an early stop, or a callback's StopTraining); callbacks see every step of it."""
+        cfg = self.cfg
         if self.runtime.is_main:
             print(f"training {cfg.model.arch}/{cfg.model.encoder} on {len(self.data.train_indices)} images, "
                   f"validating on {len(self.data.val_indices)} (fold {cfg.data.fold}/{cfg.data.n_splits}), "
                   f"{self.runtime.device}, {self.runtime.world_size} process(es), run dir {self.run_dir}")
             if self.data.meta:
                 print(f"metadata (age, sex, weight, height) for {len(self.data.meta)} persons in {cfg.data.root}")
+        try:
+            self._emit("on_start")
+            result = self._fit_epochs()
+        except BaseException as e:
+            self._emit("on_crash", e)
+            self.logger.close()
+            raise
+        self.logger.close()
+        self._emit("on_end", result)
+        return result
+
+    def _fit_epochs(self) -> dict:
+        t = self.cfg.trainer
         epoch = self.start_epoch
-        stopped_early = False
+        stopped_early, stopped_by = False, None
         for epoch in range(self.start_epoch, t.epochs):
             started = time.time()
             train_loss = self._train_epoch(epoch)
@@ -155,16 +172,40 @@ class Trainer:
                 if improved:
                     save_checkpoint(self._state(epoch, record), self.run_dir / "best.pt")
                 save_checkpoint(self._state(epoch, record), self.run_dir / "last.pt")
+            stopped_by = self._epoch_callbacks(record, improved)
+            if stopped_by is not None:
+                if self.runtime.is_main:
+                    print(f"stopped after epoch {epoch + 1}: {stopped_by}")
+                break
             if t.early_stop_patience is not None and self.stale_validations >= t.early_stop_patience:
                 stopped_early = True
                 if self.runtime.is_main:
                     print(f"early stop: no improvement in {self.stale_validations} validations")
                 break
-        if self.averager is not None and self.averager.mode == "swa" and self.averager.count:
+        if self.averager is not None and self.averager.mode == "swa" and self.averager.count and stopped_by is None:
             self._finish_swa(epoch)
-        self.logger.close()
         return {"best_dice": self.best_score, "best_record": self.best_record, "epochs": epoch + 1,
-                "stopped_early": stopped_early}
+                "stopped_early": stopped_early, "stopped_by": stopped_by}
+
+    def _emit(self, event: str, *args) -> None:
+        if self.runtime.is_main:
+            self.callbacks.emit(event, self, *args)
+
+    def _epoch_callbacks(self, record: dict, improved: bool) -> str | None:
+        """Run the epoch's callbacks on rank 0; a StopTraining there stops every rank (the reason, or None)."""
+        reason = None
+        try:
+            self._emit("on_epoch_end", record)
+            if improved:
+                self._emit("on_best", record)
+        except StopTraining as e:
+            reason = str(e) or "stopped by a callback"
+        if self.runtime.distributed:
+            flag = torch.tensor(float(reason is not None), device=self.runtime.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() and reason is None:
+                reason = "stopped by a callback on rank 0"
+        return reason
 
     def _ema_model(self):
         """The model to validate: the EMA weights when kept (best.pt is chosen by them), else the raw ones."""
@@ -233,7 +274,7 @@ class Trainer:
         return loss.detach()
 
     @torch.no_grad()
-    def validate(self, model: Optional[torch.nn.Module] = None) -> tuple[float, list[float]]:
+    def validate(self, model: torch.nn.Module | None = None) -> tuple[float, list[float]]:
         """Competition score of the validation fold, at the original resolution, by the shared Predictor
         (of the training model, or of `model`, e.g. averaged weights)."""
         self.model.eval()
@@ -260,7 +301,8 @@ class Trainer:
         return {**averaged, "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
                 "best_score": self.best_score, "stale_validations": self.stale_validations,
-                "config": to_dict(self.cfg), "classes": self.classes, "metrics": record, "best_record": self.best_record}
+                "config": to_dict(self.cfg), "classes": self.classes, "metrics": record,
+                "best_record": self.best_record}
 
     def _resume(self, path: str) -> None:
         state = load_checkpoint(path)
@@ -284,8 +326,9 @@ class Trainer:
         if self.runtime.is_main:
             print(f"resumed from {path} at epoch {self.start_epoch + 1} (best Dice so far {self.best_score:.4f})")
 
-    def _report(self, record: dict, per_class: Optional[list[float]]) -> None:
-        line = f"epoch {record['epoch']}/{self.cfg.trainer.epochs}  loss {record['train_loss']:.4f}  lr {record['lr']:.2e}"
+    def _report(self, record: dict, per_class: list[float] | None) -> None:
+        line = (f"epoch {record['epoch']}/{self.cfg.trainer.epochs}  loss {record['train_loss']:.4f}  "
+                f"lr {record['lr']:.2e}")
         if record["val_dice"] is not None:
             line += f"  val Dice {record['val_dice']:.4f}  best {record['best_dice']:.4f}"
         print(line + f"  ({record['seconds']:.0f}s)", flush=True)

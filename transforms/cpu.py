@@ -68,11 +68,12 @@ def one_line_error(exc: BaseException) -> str:
             for err in errors():
                 loc = str(err.get("loc", ("",))[0]) if err.get("loc") else ""
                 msg = str(err.get("msg", "")).strip()
-                got = f" (got {err['input']!r})" if loc and "input" in err and not isinstance(err["input"], dict) else ""
+                shown = loc and "input" in err and not isinstance(err["input"], dict)
+                got = f" (got {err['input']!r})" if shown else ""
                 parts.append(f"{loc}: {msg}{got}" if loc else msg)
             if parts:
                 return "; ".join(dict.fromkeys(parts))  # de-duplicated, order kept
-        except Exception:  # noqa: BLE001 - fall back to the plain text below
+        except Exception:
             pass
     lines = [ln.strip() for ln in str(exc).splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("For further information")]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import kornia.augmentation as K
 import torch
@@ -175,8 +176,8 @@ def _rotate(limit: Any = 90, p: Any = 0.5) -> Op:
 
 
 def _affine(degrees: Any = 0, translate: Any = 0, scale: Any = 1, p: Any = 0.5) -> Op:
-    """Random affine: degrees like Rotate's limit (positive = counter-clockwise); translate = max shift as a fraction of width/height
-    (a number or [tx, ty]); scale = a [low, high] range or a fixed factor."""
+    """Random affine: degrees like Rotate's limit (positive = counter-clockwise); translate = max shift as a
+    fraction of width/height (a number or [tx, ty]); scale = a [low, high] range or a fixed factor."""
     low, high = _range(degrees, "degrees", symmetric=True)
     # kornia's RandomAffine turns a positive angle clockwise, RandomRotation and albumentations counter-clockwise:
     # negate the range so that positive means counter-clockwise here too (checked against albumentations in tests)
@@ -222,7 +223,8 @@ class GpuAugment:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.ndim != 4 or mask.ndim != 4:
-            raise ValueError(f"expected image (B, 1, H, W) and mask (B, C, H, W), got {tuple(image.shape)} and {tuple(mask.shape)}")
+            raise ValueError(f"expected image (B, 1, H, W) and mask (B, C, H, W), got {tuple(image.shape)} "
+                             f"and {tuple(mask.shape)}")
         if image.shape[0] != mask.shape[0] or image.shape[-2:] != mask.shape[-2:]:
             raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in batch or spatial size")
         image_dtype, mask_dtype = image.dtype, mask.dtype

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -42,9 +42,9 @@ class SyntheticConfig:
 @dataclass
 class DataConfig:
     root: str = "datasets/hand_bones"
-    synthetic: Optional[SyntheticConfig] = None
+    synthetic: SyntheticConfig | None = None
     image_size: int = 512  # training resolution (square); images are resized to it once, in the cache
-    crop_size: Optional[int] = None  # train on random crops of this size from the image_size cache (e.g. 2048 -> 1024)
+    crop_size: int | None = None  # train on random crops of this size from the image_size cache (e.g. 2048 -> 1024)
     n_splits: int = 5
     fold: int = 0
     cache_dir: str = "data_cache"
@@ -55,7 +55,7 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 4
-    pseudo_roots: list[str] = field(default_factory=list)  # pseudo_label.py outputs, added to training, never validation
+    pseudo_roots: list[str] = field(default_factory=list)  # pseudo_label.py outputs: training only, never validation
     mean: float = 0.5  # model input = (pixel / 255 - mean) / std, done on the training device
     std: float = 0.25
 
@@ -64,9 +64,9 @@ class DataConfig:
 class ModelConfig:
     arch: str = "UnetPlusPlus"  # any segmentation-models-pytorch architecture, or fcn_resnet50 / fcn_resnet101
     encoder: str = "resnet34"  # any smp encoder or "tu-<timm name>"
-    encoder_weights: Optional[str] = None  # null, a hub name (e.g. imagenet, needs network), or a local file path
+    encoder_weights: str | None = None  # null, a hub name (e.g. imagenet, needs network), or a local file path
     in_channels: int = 1  # X-rays are grayscale
-    head_prior: Optional[float] = 0.01  # start the output bias at this foreground probability (null: framework default)
+    head_prior: float | None = 0.01  # start the output bias at this foreground probability (null: framework default)
     params: dict = field(default_factory=dict)  # extra keyword arguments for the architecture
 
 
@@ -92,7 +92,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: Optional[str] = None  # step, plateau, cosine, cosine_restarts, or null for a constant rate
+    name: str | None = None  # step, plateau, cosine, cosine_restarts, or null for a constant rate
     warmup_epochs: float = 0.0  # linear warmup from warmup_start_factor * lr, counted in optimizer steps
     warmup_start_factor: float = 0.01
     params: dict = field(default_factory=dict)
@@ -114,14 +114,14 @@ class TrainerConfig:
     channels_last: bool = False
     compile: bool = False
     cudnn_benchmark: bool = True
-    grad_clip: Optional[float] = None  # max gradient norm
+    grad_clip: float | None = None  # max gradient norm
     accumulate: int = 1  # optimizer step every N batches
     seed: int = 42
     deterministic: bool = False
     val_every: int = 1
-    early_stop_patience: Optional[int] = None  # validations without improvement before stopping
+    early_stop_patience: int | None = None  # validations without improvement before stopping
     threshold: float = 0.5
-    ddp_find_unused_parameters: bool = False  # needed under torchrun when some layers get no gradient (encoder_depth < 5)
+    ddp_find_unused_parameters: bool = False  # under torchrun, when some layers get no gradient (encoder_depth < 5)
 
 
 @dataclass
@@ -130,7 +130,7 @@ class AveragingConfig:
     mode: Literal["off", "ema", "swa"] = "off"
     ema_decay: float = 0.999
     swa_start: float = 0.75  # fraction of the epochs after which SWA averages once per epoch
-    swa_lr: Optional[float] = None  # SWALR's target learning rate (default: optimizer.lr / 10)
+    swa_lr: float | None = None  # SWALR's target learning rate (default: optimizer.lr / 10)
     swa_anneal_epochs: int = 1
 
 
@@ -138,7 +138,7 @@ class AveragingConfig:
 class PredictConfig:
     """How a model sees a full image, shared by validation, inference and ensembles."""
     mode: Literal["resize", "sliding"] = "resize"
-    window: Optional[int] = None  # sliding-window tile, in pixels of the resized image; default data.crop_size
+    window: int | None = None  # sliding-window tile, in pixels of the resized image; default data.crop_size
     overlap: float = 0.25
     tta: Literal["none", "hflip"] = "none"
     batch_size: int = 4
@@ -148,7 +148,7 @@ class PredictConfig:
 class LoggingConfig:
     wandb: bool = False
     wandb_project: str = "hand-bone-segmentation"
-    wandb_mode: Optional[Literal["online", "offline"]] = None  # null: online when a key is configured, else offline
+    wandb_mode: Literal["online", "offline"] | None = None  # null: online when a key is configured, else offline
 
 
 @dataclass

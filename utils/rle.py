@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["encode_rle", "encode_rle_batch", "decode_rle", "parse_rle", "runs_to_rle"]
+__all__ = ["decode_rle", "encode_rle", "encode_rle_batch", "parse_rle", "runs_to_rle"]
 
 
 # --------------------------------------------------------------------------- text formatting

@@ -19,8 +19,16 @@ import numpy as np
 from utils.errors import DataError, UserError
 from utils.rle import parse_rle, runs_to_rle
 
-__all__ = ["HEADER", "SubmissionWriter", "read_submission", "validate_submission", "hard_vote",
-           "list_test_images", "read_png_size", "read_test_image_sizes"]
+__all__ = [
+    "HEADER",
+    "SubmissionWriter",
+    "hard_vote",
+    "list_test_images",
+    "read_png_size",
+    "read_submission",
+    "read_test_image_sizes",
+    "validate_submission",
+]
 
 HEADER = ("image_name", "class", "rle")
 
