@@ -1,0 +1,176 @@
+"""The trash competition's submission CSV: write atomically, validate against test.json, save label-map PNGs.
+
+Layout: header ``image_id,PredictionString``; one row per image of ``test.json``, in its order; ``image_id`` is the
+image's ``file_name``; ``PredictionString`` is the argmax label map resized to 256x256 (nearest), flattened row by
+row, labels joined by single spaces.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.errors import DataError
+
+HEADER = ("image_id", "PredictionString")
+SUBMISSION_SIZE = 256
+
+
+def to_submission_size(labels: np.ndarray) -> np.ndarray:
+    """(H, W) labels -> (256, 256) by nearest neighbour (labels must never be interpolated)."""
+    labels = np.asarray(labels, dtype=np.uint8)
+    if labels.shape == (SUBMISSION_SIZE, SUBMISSION_SIZE):
+        return labels
+    return cv2.resize(labels, (SUBMISSION_SIZE, SUBMISSION_SIZE), interpolation=cv2.INTER_NEAREST)
+
+
+class TrashSubmissionWriter:
+    """Rows go to a temporary file that replaces `path` only when the `with` block exits normally."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._tmp = f"{self.path}.{os.getpid()}.tmp"
+        self._file = None
+        self._writer = None
+        self._images: set[str] = set()
+
+    def __enter__(self):
+        self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow(HEADER)
+        return self
+
+    def write_image(self, image_id: str, labels: np.ndarray) -> None:
+        if self._writer is None:
+            raise RuntimeError("TrashSubmissionWriter.write_image called outside its `with` block")
+        if image_id in self._images:
+            raise ValueError(f"{image_id}: image written twice")
+        self._images.add(image_id)
+        self._writer.writerow([image_id, " ".join(map(str, to_submission_size(labels).reshape(-1).tolist()))])
+
+    def __exit__(self, exc_type, exc, tb):
+        file, self._file, self._writer = self._file, None, None
+        try:
+            file.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            if os.path.exists(self._tmp):
+                with contextlib.suppress(OSError):
+                    os.unlink(self._tmp)
+        return False
+
+
+def save_label_png(folder: str | Path, file_name: str, labels: np.ndarray) -> Path:
+    """Write an (H, W) label map as an 8-bit PNG named after the image (`batch_01_vt/0001.jpg` ->
+    `folder/batch_01_vt/0001.png`), atomically."""
+    path = Path(folder) / Path(file_name).with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".png", np.asarray(labels, dtype=np.uint8))
+    if not ok:
+        raise DataError(f"{path}: PNG encoding failed")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.tobytes())
+    tmp.replace(path)
+    return path
+
+
+def test_image_ids(test_json: str | Path) -> list[str]:
+    """The `file_name`s of test.json's images, in its order (the submission order)."""
+    path = Path(test_json)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: test JSON not found") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a valid JSON file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{path}: not a COCO JSON (no 'images' list)")
+    names = []
+    for n, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not isinstance(im.get("file_name"), str):
+            raise DataError(f"{path}: image #{n} has no file_name")
+        names.append(im["file_name"])
+    if not names:
+        raise DataError(f"{path}: lists no images")
+    return names
+
+
+def validate_trash_submission(csv_path, test_json, num_classes: int, max_problems: int = 50) -> list[str]:
+    """Problems that would make the competition reject or misread `csv_path`; [] if none.
+
+    Checks the header, two fields per row, one row per test.json image in its order, and that every
+    PredictionString holds 256*256 integer labels in 0..num_classes-1.
+    """
+    expected = test_image_ids(test_json)
+    problems: list[str] = []
+    dropped = 0
+
+    def add(line: str) -> None:
+        nonlocal dropped
+        if len(problems) < max_problems:
+            problems.append(line)
+        else:
+            dropped += 1
+
+    want = SUBMISSION_SIZE * SUBMISSION_SIZE
+    seen: list[str] = []
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a PredictionString is ~130 KiB, over csv's default field limit
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, strict=True)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header] != list(HEADER):
+                return [f"{csv_path}: line 1: header is {','.join(header or [])[:80]!r}, "
+                        f"expected {','.join(HEADER)!r}"]
+            for row in reader:
+                line = reader.line_num
+                if len(row) != 2:
+                    add(f"{csv_path}: line {line}: {len(row)} fields, expected 2 ({','.join(HEADER)})")
+                    continue
+                image_id, text = row
+                seen.append(image_id)
+                values = text.split()
+                if len(values) != want:
+                    add(f"{csv_path}: line {line}: image {image_id!r}: {len(values)} labels, expected {want} "
+                        f"({SUBMISSION_SIZE}x{SUBMISSION_SIZE})")
+                    continue
+                try:
+                    labels = np.array(values, dtype=np.int64)
+                except ValueError:
+                    add(f"{csv_path}: line {line}: image {image_id!r}: PredictionString holds a non-integer")
+                    continue
+                if labels.min() < 0 or labels.max() >= num_classes:
+                    add(f"{csv_path}: line {line}: image {image_id!r}: label {int(labels.max())} outside "
+                        f"0..{num_classes - 1}")
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: submission file not found") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{csv_path}: not a UTF-8 text CSV file") from None
+    except csv.Error as e:
+        raise DataError(f"{csv_path}: not a valid CSV file ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+    expected_set, seen_set = set(expected), set(seen)
+    unknown = [n for n in seen if n not in expected_set]
+    missing = [n for n in expected if n not in seen_set]
+    duplicated = sorted(n for n, count in Counter(seen).items() if count > 1)
+    if unknown:
+        add(f"{csv_path}: {len(unknown)} image(s) not in {test_json}: {', '.join(unknown[:5])}")
+    if missing:
+        add(f"{csv_path}: {len(missing)} test image(s) have no row: {', '.join(missing[:5])}")
+    if duplicated:
+        add(f"{csv_path}: image(s) with more than one row: {', '.join(duplicated[:5])}")
+    if not (unknown or missing or duplicated) and seen != expected:
+        i = next(i for i, (a, b) in enumerate(zip(seen, expected)) if a != b)
+        add(f"{csv_path}: rows are not in test.json order: row {i + 1} is {seen[i]!r}, expected {expected[i]!r}")
+    if dropped:
+        problems.append(f"... and {dropped} more problem(s)")
+    return problems
