@@ -1,4 +1,5 @@
-"""Losses by name, built from segmentation-models-pytorch's multilabel losses, combined as a weighted sum.
+"""Losses by name, built from segmentation-models-pytorch's losses in the task's mode (multilabel or multiclass),
+combined as a weighted sum; `ce` (cross-entropy with class weights and label smoothing) is multiclass only.
 
 BCE + Dice was the best published loss for this task; every term takes its smp keyword arguments in `params`.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 import difflib
 
 from segmentation_models_pytorch import losses as smp_losses
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from utils.config import LossConfig
@@ -19,8 +22,39 @@ def _focal_tversky(mode, **params):
     return smp_losses.TverskyLoss(mode, **params)
 
 
+def _bce(mode, **params):
+    if mode != "multilabel":
+        raise ValueError("bce scores independent sigmoid classes (task.mode: multilabel); use ce in multiclass mode")
+    return smp_losses.SoftBCEWithLogitsLoss(**params)
+
+
+class CrossEntropy(nn.Module):
+    """Multiclass cross-entropy with optional per-class `weight` (a list, one per class) and `label_smoothing`:
+    torch's F.cross_entropy, since smp's SoftCrossEntropyLoss has no class weights."""
+
+    def __init__(self, mode, weight: list[float] | None = None, label_smoothing: float = 0.0,
+                 ignore_index: int = -100):
+        super().__init__()
+        if mode != "multiclass":
+            raise ValueError("ce expects one label per pixel (task.mode: multiclass); use bce in multilabel mode")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.register_buffer("weight", None if weight is None else torch.tensor(weight, dtype=torch.float32))
+        self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index
+
+    def forward(self, logits, target):
+        weight = None if self.weight is None else self.weight.to(logits.device)
+        if weight is not None and weight.numel() != logits.shape[1]:
+            raise ConfigError(f"loss ce: {weight.numel()} class weights for {logits.shape[1]} classes")
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing,
+                               ignore_index=self.ignore_index)
+
+
 LOSSES = {
-    "bce": lambda mode, **p: smp_losses.SoftBCEWithLogitsLoss(**p),
+    "bce": _bce,
+    "ce": CrossEntropy,
+    "cross_entropy": CrossEntropy,
     "dice": smp_losses.DiceLoss,
     "jaccard": smp_losses.JaccardLoss,
     "iou": smp_losses.JaccardLoss,
@@ -39,7 +73,8 @@ class WeightedSum(nn.Module):
         self.terms = nn.ModuleList(module for _, _, module in terms)
 
     def forward(self, logits, target):
-        target = target.to(logits.dtype)
+        if target.dtype != torch.long:  # multiclass targets are class indices; multilabel ones 0/1 planes
+            target = target.to(logits.dtype)
         return sum(w * term(logits, target) for w, term in zip(self.weights, self.terms))
 
 

@@ -46,6 +46,6 @@ def scores(matrix: torch.Tensor) -> tuple[float, list[float], float]:
 
 
 def format_iou_table(classes: list[str], iou: list[float], columns: int = 4) -> str:
-    """Per-class IoU; '-' for a class absent from both prediction and truth."""
-    cells = [f"{name:>14s} {'     -' if math.isnan(v) else f'{v:.4f}'}" for name, v in zip(classes, iou)]
+    """Per-class IoU; '-' for a class absent from both prediction and truth (NaN or None)."""
+    cells = [f"{name:>14s} {'     -' if v is None or math.isnan(v) else f'{v:.4f}'}" for name, v in zip(classes, iou)]
     return "\n".join("  ".join(cells[i:i + columns]) for i in range(0, len(cells), columns))

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.modes import Multilabel
 from utils.config import PredictConfig
 
 
 def model_input(images: torch.Tensor, mean: float, std: float, augment=None, masks: torch.Tensor | None = None):
-    """uint8 (B, 1, H, W) -> normalized float; a float batch was normalized on the CPU already and passes as is.
+    """uint8 (B, C, H, W) -> normalized float; a float batch was normalized on the CPU already and passes as is.
 
     `augment(x, masks)` (the GPU augmentations) runs between, on [0, 1] images.
     """
@@ -43,11 +44,13 @@ def tile_starts(length: int, window: int, overlap: float) -> list[int]:
 
 
 class Predictor:
-    """Call with a batch of images at the model's input size; returns sigmoid probabilities at that size."""
+    """Call with a batch of images at the model's input size; returns probabilities at that size: the task mode's
+    `activation` of the logits (sigmoid for multilabel, softmax for multiclass), averaged over windows and TTA."""
 
     def __init__(self, model: nn.Module, cfg: PredictConfig, runtime, mean: float, std: float,
-                 channels_last: bool = False, window: int | None = None):
+                 channels_last: bool = False, window: int | None = None, activation=None):
         self.model = model
+        self.activation = activation or Multilabel.activation
         self.cfg = cfg
         self.runtime = runtime
         self.mean, self.std = mean, std
@@ -72,7 +75,7 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.runtime.autocast():
             logits = self.model(x)
-        return logits.float().sigmoid_()
+        return self.activation(logits)
 
     def _sliding(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

@@ -26,8 +26,11 @@ from utils.files import write_text_atomic
 class TaskConfig:
     """What is segmented: nothing below data/ hard-codes the classes."""
     classes: list[str] = field(default_factory=list)
-    mode: Literal["multilabel"] = "multilabel"  # sigmoid per class; multi-class softmax datasets come later
-    format: Literal["handbone"] = "handbone"  # the on-disk dataset layout (data/handbone.py)
+    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU (trainer/modes.py)
+    mode: Literal["multilabel", "multiclass"] = "multilabel"
+    format: Literal["handbone", "coco"] = "handbone"  # the on-disk dataset layout (data/formats.py)
+    # the CSV layout (trainer/submissions.py); null: the format's own (handbone -> handbone, coco -> trash)
+    submission: Literal["handbone", "trash"] | None = None
 
 
 @dataclass
@@ -40,6 +43,14 @@ class SyntheticConfig:
 
 
 @dataclass
+class OversampleConfig:
+    """Repeat training images holding rare classes: each image by the largest factor of its classes."""
+    factors: dict = field(default_factory=dict)  # {class name: factor >= 1}
+    inverse_frequency: bool = False  # factor = (images of the most frequent class) / (images of the class)
+    max_factor: float = 4.0  # cap of the inverse-frequency factors
+
+
+@dataclass
 class DataConfig:
     root: str = "datasets/hand_bones"
     synthetic: SyntheticConfig | None = None
@@ -47,6 +58,10 @@ class DataConfig:
     crop_size: int | None = None  # train on random crops of this size from the image_size cache (e.g. 2048 -> 1024)
     n_splits: int = 5
     fold: int = 0
+    # kfold: data.fold of n_splits (handbone: by person; coco: multilabel-stratified over train_all.json);
+    # files: coco's train.json / val.json
+    split: Literal["kfold", "files"] = "kfold"
+    oversample: OversampleConfig | None = None
     cache_dir: str = "data_cache"
     cache_workers: int = 0  # processes that build the cache; 0 = all cores
     batch_size: int = 8
@@ -99,11 +114,20 @@ class SchedulerConfig:
 
 
 @dataclass
+class CopyPasteConfig:
+    """Multiclass copy-paste (transforms/copy_paste.py): objects of `classes` cut from other training images."""
+    classes: list[str] = field(default_factory=list)
+    p: float = 0.5  # probability per training image
+    max_objects: int = 2  # objects pasted per image, 1..max_objects
+
+
+@dataclass
 class TransformsConfig:
     """Augmentations by name: `train`/`val` run on the CPU (albumentations), `gpu` on the training device."""
     train: list[dict] = field(default_factory=list)
     val: list[dict] = field(default_factory=list)
     gpu: list[dict] = field(default_factory=list)
+    copy_paste: CopyPasteConfig | None = None  # multiclass only, before the `train` transforms
 
 
 @dataclass
@@ -135,6 +159,17 @@ class AveragingConfig:
 
 
 @dataclass
+class CrfConfig:
+    """DenseCRF on the multiclass softmax output (trainer/crf.py, pydensecrf2), at inference."""
+    iterations: int = 5
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 5.0
+
+
+@dataclass
 class PredictConfig:
     """How a model sees a full image, shared by validation, inference and ensembles."""
     mode: Literal["resize", "sliding"] = "resize"
@@ -142,6 +177,7 @@ class PredictConfig:
     overlap: float = 0.25
     tta: Literal["none", "hflip"] = "none"
     batch_size: int = 4
+    crf: CrfConfig | None = None  # multiclass: refine the test predictions with DenseCRF
 
 
 @dataclass
@@ -372,6 +408,7 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("epochs", "accumulate", "val_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"trainer.{key}: must be at least 1, got {getattr(t, key)}")
+    _check_task(cfg)
     if not 0.0 < t.threshold < 1.0:
         raise ConfigError(f"trainer.threshold: must be between 0 and 1, got {t.threshold}")
     if not 0.0 <= cfg.predict.overlap < 1.0:
@@ -385,3 +422,37 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError(f"model.head_prior: must be between 0 and 1, got {cfg.model.head_prior}")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr: must be positive, got {cfg.optimizer.lr}")
+
+
+def _check_task(cfg: Config) -> None:
+    """The format, mode, submission and model input must fit together (data/formats.py, trainer/modes.py)."""
+    from data.formats import build_format
+    from trainer.modes import build_mode
+
+    task = cfg.task
+    fmt, mode = build_format(task.format, task.classes), build_mode(task.mode)
+    if fmt.label_kind != mode.label_kind:
+        raise ConfigError(f"task.mode: {task.mode!r} does not fit task.format {task.format!r} (its labels are "
+                          f"{'bit planes' if fmt.label_kind == 'bits' else 'one label map'}; use "
+                          f"{'multilabel' if fmt.label_kind == 'bits' else 'multiclass'})")
+    if cfg.model.in_channels != fmt.channels:
+        raise ConfigError(f"model.in_channels: task.format {task.format!r} gives {fmt.channels}-channel images, "
+                          f"got {cfg.model.in_channels}")
+    if mode.name == "multiclass" and len(task.classes) < 2:
+        raise ConfigError("task.classes: multiclass needs the background and at least one class")
+    if cfg.data.oversample is not None:
+        unknown = [c for c in cfg.data.oversample.factors if c not in task.classes]
+        if unknown:
+            raise ConfigError(f"data.oversample.factors: unknown class {unknown[0]!r}")
+    cp = cfg.transforms.copy_paste
+    if cp is not None:
+        if mode.name != "multiclass":
+            raise ConfigError("transforms.copy_paste: works on label maps (task.mode: multiclass)")
+        unknown = [c for c in cp.classes if c not in task.classes[1:]]
+        if unknown or not cp.classes:
+            raise ConfigError(f"transforms.copy_paste.classes: {unknown[0]!r} is not a class of task.classes[1:]"
+                              if unknown else "transforms.copy_paste.classes: name at least one class")
+        if not 0.0 <= cp.p <= 1.0 or cp.max_objects < 1:
+            raise ConfigError("transforms.copy_paste: p must be in [0, 1] and max_objects at least 1")
+    if cfg.predict.crf is not None and mode.name != "multiclass":
+        raise ConfigError("predict.crf: DenseCRF refines softmax outputs (task.mode: multiclass)")
