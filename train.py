@@ -44,7 +44,8 @@ def main(argv=None) -> int:
         else:
             result = Trainer(cfg, run_dir, runtime, resume=args.resume, progress=not args.no_progress).fit()
             if runtime.is_main:
-                print(f"best validation Dice {result['best_dice']:.4f} after {result['epochs']} epoch(s); "
+                print(f"best validation {result['metric_title']} {result['best_score']:.4f} after {result['epochs']} "
+                      "epoch(s); "
                       f"checkpoints in {run_dir}")
     finally:
         shutdown(runtime)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data.handbone import Sample, rasterize, read_image, read_polygons, resize_image
+from data.formats import build_format
 
 CACHE_VERSION = 1
 
@@ -37,7 +37,8 @@ class _Entry:
 
 
 class SampleCache:
-    """Read access to a built cache: `image(i)` (H, W) and `mask_bits(i)` (C, H, ceil(W/8)), both uint8 views."""
+    """Read access to a built cache: `image(i)` (H, W) or (H, W, 3) and, by the format's label kind,
+    `mask_bits(i)` (C, H, ceil(W/8)) or `labels(i)` (H, W), all uint8 views."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -47,6 +48,8 @@ class SampleCache:
         self.classes: list[str] = index["classes"]
         self.warnings: list[str] = index["warnings"]
         self.entries = [_Entry(**e) for e in index["entries"]]
+        self.label_kind: str = index.get("label_kind", "bits")  # "bits": one plane per class; "map": label map
+        self.channels: int = index.get("channels", 1)
         self._images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r")
         self._masks = np.memmap(folder / "masks.bits", dtype=np.uint8, mode="r") if index["has_masks"] else None
 
@@ -55,7 +58,21 @@ class SampleCache:
 
     def image(self, i: int) -> np.ndarray:
         e = self.entries[i]
-        return self._images[e.image_offset:e.image_offset + e.height * e.width].reshape(e.height, e.width)
+        shape = (e.height, e.width) if self.channels == 1 else (e.height, e.width, self.channels)
+        return self._images[e.image_offset:e.image_offset + int(np.prod(shape))].reshape(shape)
+
+    def labels(self, i: int) -> np.ndarray:
+        """The (H, W) label map of a multiclass cache."""
+        e = self.entries[i]
+        return self._masks[e.mask_offset:e.mask_offset + e.height * e.width].reshape(e.height, e.width)
+
+    def class_presence(self) -> np.ndarray:
+        """(N, C) 0/1: which classes each sample holds (for oversampling)."""
+        n = len(self.classes)
+        if self.label_kind == "map":
+            return np.stack([np.bincount(self.labels(i).reshape(-1), minlength=n)[:n] > 0
+                             for i in range(len(self))]).astype(np.uint8)
+        return np.stack([self.mask_bits(i).reshape(n, -1).any(1) for i in range(len(self))]).astype(np.uint8)
 
     def mask_bits(self, i: int) -> np.ndarray:
         e = self.entries[i]
@@ -79,7 +96,7 @@ class SampleCache:
         self.__init__(state["folder"])
 
 
-def cache_key(samples: list[Sample], classes: list[str], size: int | None) -> str:
+def cache_key(samples: list, classes: list[str], size: int | None, fmt_name: str = "handbone") -> str:
     """A hash of everything the cache content depends on."""
     files = []
     for s in samples:
@@ -87,41 +104,38 @@ def cache_key(samples: list[Sample], classes: list[str], size: int | None) -> st
             if path is not None:
                 st = path.stat()
                 files.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
-    payload = json.dumps({"version": CACHE_VERSION, "classes": classes, "size": size, "files": files})
+    content = {"version": CACHE_VERSION, "classes": classes, "size": size, "files": files}
+    if fmt_name != "handbone":  # keeps the hand-bone keys of earlier versions
+        content["format"] = fmt_name
+    payload = json.dumps(content)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
-def open_cache(samples: list[Sample], classes: list[str], size: int | None, cache_dir: str | Path,
-               workers: int = 0, progress: bool = True) -> SampleCache:
+def open_cache(samples: list, classes: list[str], size: int | None, cache_dir: str | Path,
+               workers: int = 0, progress: bool = True, fmt=None) -> SampleCache:
     """Return the cache for these samples at `size` (None = original size), building it if missing or stale."""
     cache_dir = Path(cache_dir)
     label = "orig" if size is None else str(size)
-    folder = cache_dir / f"{label}-{len(samples)}-{cache_key(samples, classes, size)}"
+    fmt = fmt or build_format("handbone", classes)
+    folder = cache_dir / f"{label}-{len(samples)}-{cache_key(samples, classes, size, fmt.name)}"
     if not (folder / "index.json").is_file():
-        _build(samples, classes, size, folder, workers or os.cpu_count() or 1, progress)
+        _build(samples, classes, size, folder, workers or os.cpu_count() or 1, progress, fmt)
     return SampleCache(folder)
 
 
 def _process(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], list[str]]:
-    """Decode, resize and rasterize one sample (runs in a worker process)."""
-    sample, classes, size = args
-    image = read_image(sample.image)
-    orig_hw = image.shape
-    image = resize_image(image, size)
-    if sample.annotation is None:
-        return image, None, orig_hw, []
-    polygons, warnings = read_polygons(sample.annotation, classes, *orig_hw)
-    masks = rasterize(polygons, len(classes), orig_hw, image.shape)
-    return image, np.packbits(masks, axis=2), orig_hw, warnings
+    """Decode, resize and rasterize one sample by its dataset format (runs in a worker process)."""
+    fmt, sample, classes, size = args
+    return fmt.process(sample, classes, size)
 
 
-def _build(samples, classes, size, folder: Path, workers: int, progress: bool) -> None:
+def _build(samples, classes, size, folder: Path, workers: int, progress: bool, fmt) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
     has_masks = samples[0].annotation is not None
     try:
         start = time.time()
-        jobs = [(s, classes, size) for s in samples]
+        jobs = [(fmt, s, classes, size) for s in samples]
         entries, warnings = [], []
         image_offset = mask_offset = 0
         with open(tmp / "images.u8", "wb") as images_f, open(tmp / "masks.bits", "wb") as masks_f:
@@ -144,7 +158,8 @@ def _build(samples, classes, size, folder: Path, workers: int, progress: bool) -
                     pool.close()
                     pool.join()
         index = dict(version=CACHE_VERSION, keys=[s.key for s in samples], groups=[s.group for s in samples],
-                     classes=list(classes), size=size, has_masks=has_masks, entries=entries, warnings=warnings,
+                     classes=list(classes), size=size, has_masks=has_masks, label_kind=fmt.label_kind,
+                     channels=fmt.channels, entries=entries, warnings=warnings,
                      build_seconds=round(time.time() - start, 2))
         (tmp / "index.json").write_text(json.dumps(index))
         if folder.exists():  # another process finished the same cache first

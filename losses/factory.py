@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import difflib
 
-from segmentation_models_pytorch import losses as smp_losses
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
 from utils.config import LossConfig
@@ -53,8 +53,6 @@ class CrossEntropy(nn.Module):
 
 LOSSES = {
     "bce": _bce,
-    "ce": CrossEntropy,
-    "cross_entropy": CrossEntropy,
     "dice": smp_losses.DiceLoss,
     "jaccard": smp_losses.JaccardLoss,
     "iou": smp_losses.JaccardLoss,
@@ -63,6 +61,8 @@ LOSSES = {
     "focal_tversky": _focal_tversky,
     "lovasz": smp_losses.LovaszLoss,
 }
+
+MULTICLASS_LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy}  # one label per pixel only
 
 
 class WeightedSum(nn.Module):
@@ -85,12 +85,15 @@ def build_loss(cfg: LossConfig, mode: str) -> nn.Module:
     for i, term in enumerate(cfg.terms):
         key = f"loss.terms[{i}]"
         name = term.name.lower()
-        if name not in LOSSES:
-            close = difflib.get_close_matches(name, LOSSES, n=1, cutoff=0.5)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from {', '.join(LOSSES)})"
+        registry = {**LOSSES, **MULTICLASS_LOSSES} if mode == "multiclass" else LOSSES
+        if name in MULTICLASS_LOSSES and mode != "multiclass":
+            raise ConfigError(f"{key}.name: {term.name!r} is a multiclass loss (task.mode: multiclass); use bce here")
+        if name not in registry:
+            close = difflib.get_close_matches(name, registry, n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from {', '.join(registry)})"
             raise ConfigError(f"{key}.name: unknown loss {term.name!r}{hint}")
         try:
-            module = LOSSES[name](mode, **term.params)
+            module = registry[name](mode, **term.params)
         except (TypeError, ValueError, AssertionError) as e:
             raise ConfigError(f"{key}.params: {' '.join(str(e).split())}") from None
         terms.append((name, term.weight, module))

@@ -36,29 +36,31 @@ def train_folds(cfg: Config, run_dir: Path, folds: list[int], runtime: Runtime, 
             print(f"=== fold {k} ({folds.index(k) + 1} of {len(folds)})")
         outcome = Trainer(fold_cfg, run_dir / f"fold{k}", runtime, progress=progress).fit()
         record = outcome["best_record"] or {}
-        results[k] = {"val_dice": outcome["best_dice"], "per_class": record.get("val_dice_per_class", {}),
+        m = outcome["metric"]  # dice (multilabel) or miou (multiclass)
+        results[k] = {f"val_{m}": outcome["best_score"], "per_class": record.get(f"val_{m}_per_class", {}),
                       "epoch": record.get("epoch")}
-    summary = summarize(results, cfg.task.classes)
+        title = outcome["metric_title"]
+    summary = summarize(results, cfg.task.classes, m)
     if runtime.is_main:
-        print(format_summary(summary, cfg.task.classes))
+        print(format_summary(summary, cfg.task.classes, m, title))
         write_text_atomic(run_dir / "folds.json", json.dumps(summary, indent=2))
     return summary
 
 
-def summarize(results: dict, classes: list[str]) -> dict:
+def summarize(results: dict, classes: list[str], metric: str = "dice") -> dict:
     def mean_std(values):
         values = [v for v in values if v is not None]
         return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)} if values else None
 
     return {"folds": {str(k): r for k, r in results.items()},
-            "val_dice": mean_std(r["val_dice"] for r in results.values()),
+            f"val_{metric}": mean_std(r[f"val_{metric}"] for r in results.values()),
             "per_class": {c: mean_std(r["per_class"].get(c) for r in results.values()) for c in classes}}
 
 
-def format_summary(summary: dict, classes: list[str]) -> str:
-    lines = ["fold  val Dice  best epoch"]
-    lines += [f"{k:>4}  {r['val_dice']:.4f}    {r['epoch']}" for k, r in summary["folds"].items()]
-    d = summary["val_dice"]
+def format_summary(summary: dict, classes: list[str], metric: str = "dice", title: str = "Dice") -> str:
+    lines = [f"fold  val {title:<4s}  best epoch"]
+    lines += [f"{k:>4}  {r[f'val_{metric}']:.4f}    {r['epoch']}" for k, r in summary["folds"].items()]
+    d = summary[f"val_{metric}"]
     lines.append(f"mean  {d['mean']:.4f} ± {d['std']:.4f}")
     per_class = [summary["per_class"][c]["mean"] if summary["per_class"][c] else float("nan") for c in classes]
     lines.append("per class (mean over folds):")

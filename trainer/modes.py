@@ -86,10 +86,12 @@ class _DiceAdapter:
         self.score = DiceScore(num_classes, device)
 
     def add(self, probs: torch.Tensor, truth, index: int, threshold: float) -> None:
-        from trainer.fullsize import FullSizeProbs, dice_counts
+        from data.dataset import unpack_mask_bits
+        from trainer.predictor import to_full_size
 
-        full = FullSizeProbs([(probs, 1.0)], truth.original_size(index))
-        self.score.update_counts(*dice_counts(full, threshold, truth.mask_bits(index)))
+        size = truth.original_size(index)
+        bits = torch.from_numpy(truth.mask_bits(index).copy()).to(probs.device)
+        self.score.update(to_full_size(probs, size) > threshold, unpack_mask_bits(bits, size[1]).bool())
 
     def compute(self) -> tuple[float, list[float], dict]:
         score, per_class = self.score.compute()
@@ -104,7 +106,7 @@ class _MiouAdapter:
 
     def add(self, probs: torch.Tensor, truth, index: int, threshold: float) -> None:
         pred = Multiclass.labels([(probs, 1.0)], truth.original_size(index))
-        target = torch.from_numpy(np.asarray(truth.labels(index))).to(pred.device)
+        target = torch.from_numpy(np.array(truth.labels(index))).to(pred.device)  # a copy: cache views are read-only
         self.matrix.update(pred, target)
 
     def compute(self) -> tuple[float, list[float], dict]:

@@ -21,10 +21,11 @@ from schedulers.factory import Schedule
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from trainer.metrics import DiceScore
+from trainer.modes import build_mode
 from trainer.optim import build_optimizer
-from trainer.predictor import Predictor, model_input, to_full_size
+from trainer.predictor import Predictor, model_input
 from trainer.runtime import Runtime, seed_everything
+from transforms.copy_paste import build_copy_paste
 from transforms.cpu import build_cpu_transforms
 from transforms.gpu import build_gpu_transforms
 from utils.config import Config, save_config, to_dict
@@ -40,6 +41,7 @@ class Trainer:
         self.runtime = runtime
         self.progress = progress and runtime.is_main
         self.classes = list(cfg.task.classes)
+        self.mode = build_mode(cfg.task.mode)  # activation, loss mode, metric: the trainer never tests the mode
         seed_everything(cfg.trainer.seed)
 
         self.data: FoldData = prepare_fold(cfg, runtime, self.progress)
@@ -55,11 +57,12 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.train_loader) / cfg.trainer.accumulate)
         self.schedule = Schedule(self.optimizer, cfg.scheduler, steps_per_epoch, cfg.trainer.epochs)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype is torch.float16)
-        self.loss_fn = build_loss(cfg.loss, cfg.task.mode)
+        self.loss_fn = build_loss(cfg.loss, self.mode.loss_mode)
         self.averager = None if cfg.averaging.mode == "off" else WeightAverager(cfg.averaging, model, self.optimizer,
                                                                                 cfg.trainer.epochs)
 
         self.start_epoch, self.best_score, self.stale_validations, self.best_record = 0, -1.0, 0, None
+        self.last_extra: dict = {}  # the mode's further validation numbers (multiclass: pixel accuracy)
         if resume:
             self._resume(resume)
         if runtime.distributed:
@@ -68,7 +71,8 @@ class Trainer:
                 find_unused_parameters=cfg.trainer.ddp_find_unused_parameters)
         self.train_model = torch.compile(self.model) if cfg.trainer.compile else self.model
         self.predictor = Predictor(unwrap(self.model), cfg.predict, runtime, cfg.data.mean, cfg.data.std,
-                                   cfg.trainer.channels_last, window=cfg.data.crop_size)
+                                   cfg.trainer.channels_last, window=cfg.data.crop_size,
+                                   activation=self.mode.activation)
         if runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -79,8 +83,11 @@ class Trainer:
 
     def _train_loader(self) -> DataLoader:
         d, rt = self.cfg.data, self.runtime
+        copy_paste = build_copy_paste(self.cfg.transforms.copy_paste, self.classes, self.data.cache,
+                                      self.data.train_indices)
         dataset = TrainDataset(self.data.cache, self.data.train_indices,
-                               build_cpu_transforms(self.cfg.transforms.train, "transforms.train"), d.crop_size)
+                               build_cpu_transforms(self.cfg.transforms.train, "transforms.train"), d.crop_size,
+                               copy_paste)
         if len(dataset) < d.batch_size * rt.world_size:
             raise UserError(f"data.batch_size: {d.batch_size} x {rt.world_size} process(es) is more than the "
                             f"{len(dataset)} training images of fold {d.fold}")
@@ -111,9 +118,13 @@ class Trainer:
         images = batch["image"].to(device, non_blocking=True)
         if "mask_bits" in batch:
             masks = unpack_mask_bits(batch["mask_bits"].to(device, non_blocking=True), images.shape[-1])
+        elif "labels" in batch:  # a label map rides the GPU augmentations as one plane (nearest resampling)
+            masks = batch["labels"].to(device, non_blocking=True)[:, None]
         else:
             masks = batch["mask"].to(device, non_blocking=True)
         x, masks = model_input(images, self.cfg.data.mean, self.cfg.data.std, self.gpu_augment, masks.float())
+        if "labels" in batch:
+            masks = masks[:, 0].round().long()  # class indices, as smp's multiclass losses take them
         if self.cfg.trainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, masks
@@ -159,11 +170,13 @@ class Trainer:
                 self.best_score, self.stale_validations = score, 0
             elif score is not None:
                 self.stale_validations += 1
+            m = self.mode.metric  # "dice" (multilabel) or "miou" (multiclass): the record keys follow it
             record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"],
-                      "val_dice": score, "best_dice": self.best_score if self.best_score >= 0 else None,
+                      f"val_{m}": score, f"best_{m}": self.best_score if self.best_score >= 0 else None,
                       "seconds": round(time.time() - started, 2)}
             if per_class is not None:
-                record["val_dice_per_class"] = dict(zip(self.classes, per_class))
+                record[f"val_{m}_per_class"] = dict(zip(self.classes, per_class))
+                record.update({f"val_{k}": v for k, v in self.last_extra.items()})
             if improved:
                 self.best_record = record
             self.logger.log(record)
@@ -184,7 +197,9 @@ class Trainer:
                 break
         if self.averager is not None and self.averager.mode == "swa" and self.averager.count and stopped_by is None:
             self._finish_swa(epoch)
-        return {"best_dice": self.best_score, "best_record": self.best_record, "epochs": epoch + 1,
+        return {f"best_{self.mode.metric}": self.best_score, "best_score": self.best_score,
+                "metric": self.mode.metric, "metric_title": self.mode.metric_title,
+                "best_record": self.best_record, "epochs": epoch + 1,
                 "stopped_early": stopped_early, "stopped_by": stopped_by}
 
     def _emit(self, event: str, *args) -> None:
@@ -215,12 +230,14 @@ class Trainer:
         """BatchNorm pass and validation of the SWA weights; they become best.pt when they score higher."""
         self.averager.update_batchnorm(self._to_device(batch)[0] for batch in self.train_loader)
         score, per_class = self.validate(self.averager.module)
-        record = {"epoch": epoch + 1, "swa": True, "swa_models": self.averager.count, "val_dice": score,
-                  "val_dice_per_class": dict(zip(self.classes, per_class))}
+        m = self.mode.metric
+        record = {"epoch": epoch + 1, "swa": True, "swa_models": self.averager.count, f"val_{m}": score,
+                  f"val_{m}_per_class": dict(zip(self.classes, per_class))}
         self.logger.log(record)
         if self.runtime.is_main:
-            print(f"SWA of {self.averager.count} epochs: val Dice {score:.4f} (best single {self.best_score:.4f})")
-            print(format_class_table(self.classes, per_class), flush=True)
+            print(f"SWA of {self.averager.count} epochs: val {self.mode.metric_title} {score:.4f} "
+                  f"(best single {self.best_score:.4f})")
+            print(self.mode.format_table(self.classes, per_class), flush=True)
             state = self._state(epoch, record)
             save_checkpoint(state, self.run_dir / "last.pt")
             if score > self.best_score:
@@ -279,18 +296,15 @@ class Trainer:
         (of the training model, or of `model`, e.g. averaged weights)."""
         self.model.eval()
         self.predictor.model = (model or unwrap(self.model)).eval()
-        score = DiceScore(len(self.classes), self.runtime.device)
+        score = self.mode.new_score(len(self.classes), self.runtime.device)  # Dice or mIoU, by the task mode
         threshold = self.cfg.trainer.threshold
         for batch in tqdm(self.val_loader, desc="validate", disable=not self.progress, leave=False):
             probs = self.predictor(batch["image"])
             for p, index in zip(probs, batch["index"].tolist()):
-                truth_i = self.data.truth_index[index]
-                bits = torch.from_numpy(self.data.truth.mask_bits(truth_i).copy()).to(self.runtime.device)
-                size = self.data.truth.original_size(truth_i)
-                target = unpack_mask_bits(bits, size[1]).bool()
-                score.update(to_full_size(p, size) > threshold, target)
+                score.add(p, self.data.truth, self.data.truth_index[index], threshold)
         self.model.train()
-        return score.compute()
+        value, per_class, self.last_extra = score.compute()
+        return value, per_class
 
     # ------------------------------------------------------------------------------------------- state
 
@@ -324,16 +338,20 @@ class Trainer:
         self.stale_validations = state["stale_validations"]
         self.best_record = state.get("best_record")
         if self.runtime.is_main:
-            print(f"resumed from {path} at epoch {self.start_epoch + 1} (best Dice so far {self.best_score:.4f})")
+            print(f"resumed from {path} at epoch {self.start_epoch + 1} (best {self.mode.metric_title} so far "
+                  f"{self.best_score:.4f})")
 
     def _report(self, record: dict, per_class: list[float] | None) -> None:
         line = (f"epoch {record['epoch']}/{self.cfg.trainer.epochs}  loss {record['train_loss']:.4f}  "
                 f"lr {record['lr']:.2e}")
-        if record["val_dice"] is not None:
-            line += f"  val Dice {record['val_dice']:.4f}  best {record['best_dice']:.4f}"
+        m = self.mode.metric
+        if record[f"val_{m}"] is not None:
+            line += f"  val {self.mode.metric_title} {record[f'val_{m}']:.4f}  best {record[f'best_{m}']:.4f}"
+            if "val_pixel_accuracy" in record:
+                line += f"  pixel accuracy {record['val_pixel_accuracy']:.4f}"
         print(line + f"  ({record['seconds']:.0f}s)", flush=True)
         if per_class is not None:
-            print(format_class_table(self.classes, per_class), flush=True)
+            print(self.mode.format_table(self.classes, per_class), flush=True)
 
 
 def format_class_table(classes: list[str], values: list[float], columns: int = 4) -> str:

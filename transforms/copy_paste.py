@@ -56,3 +56,24 @@ def paste_object(image: np.ndarray, labels: np.ndarray, donor_image: np.ndarray,
     image[dst_y, dst_x] = donor_image[src_y, src_x]
     labels[dst_y, dst_x] = cls
     return True
+
+
+class CacheDonors:
+    """Picklable donor access for DataLoader workers: (image, label map) of cached training image i."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.cache.image(i), self.cache.labels(i)
+
+
+def build_copy_paste(cfg, classes: list[str], cache, train_indices) -> CopyPaste | None:
+    """The configured copy-paste (`transforms.copy_paste`) with donors among the training images, or None."""
+    if cfg is None:
+        return None
+    labels = [classes.index(name) for name in cfg.classes]
+    presence = cache.class_presence()
+    train = np.unique(np.asarray(train_indices, dtype=np.int64))
+    donors = {c: train[presence[train, c] > 0] for c in labels}
+    return CopyPaste(labels, donors, CacheDonors(cache), cfg.p, cfg.max_objects)
