@@ -1,8 +1,10 @@
 """Write the competition submission from a checkpoint:
 `python inference.py --checkpoint runs/demo/best.pt --out submission.csv`.
 
-Also: `--tune-thresholds FILE` picks per-class thresholds on the checkpoint's validation fold, and
-`--check CSV` validates any submission against a test folder.
+The CSV layout is the task's submission format (task.submission): the hand-bone RLE rows, or the trash
+competition's `image_id,PredictionString` (then `--save-masks DIR` also writes label-map PNGs).
+Also: `--tune-thresholds FILE` picks per-class thresholds on the checkpoint's validation fold (multilabel), and
+`--check CSV` validates any submission against a test folder (`--config` names the task; default: hand bones).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, help="one threshold for every class (default: trainer.threshold)")
     p.add_argument("--thresholds", metavar="JSON", help="per-class thresholds written by --tune-thresholds")
     p.add_argument("--save-probs", metavar="DIR", help="also save each image's probability maps (uint8, compressed)")
+    p.add_argument("--save-masks", metavar="DIR", help="trash submission: also write each test image's label map at "
+                   "its original size as an 8-bit PNG named after the image")
     p.add_argument("--tune-thresholds", metavar="JSON", help="instead of predicting the test set, pick per-class "
                    "thresholds on the checkpoint's validation fold and save them")
     p.add_argument("--check", metavar="CSV", help="only validate this submission against --data (or the config's root)")
@@ -35,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from trainer.modes import build_mode
     from trainer.runtime import setup_runtime
     from utils.errors import UserError
 
@@ -44,7 +49,8 @@ def main(argv=None) -> int:
         raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
     if args.threshold is not None and args.thresholds:
         raise UserError("give either --threshold or --thresholds, not both")
-    from trainer.inference import load_member, member_config, parse_thresholds, write_submission
+    from trainer.inference import load_member, member_config, parse_thresholds
+    from trainer.submissions import build_submission
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     from trainer.checkpoint import load_checkpoint
@@ -54,6 +60,8 @@ def main(argv=None) -> int:
     runtime = setup_runtime(cfg.trainer)
     member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:
+        if build_mode(cfg.task.mode).name != "multilabel":
+            raise UserError(f"--tune-thresholds: task.mode {cfg.task.mode} predicts by argmax, without thresholds")
         from trainer.thresholds import tune_thresholds
         from utils.files import write_text_atomic
         result = tune_thresholds(member, runtime, progress=not args.no_progress)
@@ -64,22 +72,23 @@ def main(argv=None) -> int:
         return 0
     threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
     thresholds = parse_thresholds(threshold, args.thresholds, cfg.task.classes)
-    n = write_submission([member], cfg.data.root, args.out, thresholds, runtime, save_probs=args.save_probs,
-                         num_workers=args.workers, progress=not args.no_progress)
+    n = build_submission(cfg.task).write([member], cfg.data.root, args.out, runtime, thresholds=thresholds,
+                                         save_probs=args.save_probs, save_masks=args.save_masks,
+                                         num_workers=args.workers, progress=not args.no_progress)
     print(f"wrote {args.out}: {n} images x {len(cfg.task.classes)} classes")
     return 0
 
 
 def check(csv_path, data_root, config) -> int:
+    from trainer.submissions import build_submission
     from utils.config import load_config
     from utils.errors import UserError
-    from utils.submission import validate_submission
 
     cfg = load_config(config or Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml")
     root = data_root or cfg.data.root
     if not root:
         raise UserError("give --data ROOT for --check")
-    problems = validate_submission(csv_path, root, cfg.task.classes)
+    problems = build_submission(cfg.task).validate(csv_path, root, cfg.task.classes)
     for line in problems:
         print(line)
     if not problems:

@@ -18,9 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from data.dataset import image_tensor
 from data.handbone import Sample, read_image, resize_image, scan_split
 from models.factory import build_model
 from trainer.checkpoint import load_checkpoint
+from trainer.modes import build_mode
 from trainer.predictor import Predictor, to_full_size
 from trainer.runtime import Runtime
 from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
@@ -89,7 +91,7 @@ def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: f
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     predictor = Predictor(model, cfg.predict, runtime, cfg.data.mean, cfg.data.std, cfg.trainer.channels_last,
-                          window=cfg.data.crop_size)
+                          window=cfg.data.crop_size, activation=build_mode(cfg.task.mode).activation)
     return ModelMember(str(checkpoint), cfg, predictor, weight)
 
 
@@ -118,8 +120,9 @@ def load_probs_member(folder: str | Path, weight: float = 1.0) -> ProbsMember:
 class TestImages(Dataset):
     """Test images decoded and resized in the workers, once per distinct (input size, CPU transforms)."""
 
-    def __init__(self, samples: list[Sample], members: list[ModelMember]):
+    def __init__(self, samples: list[Sample], members: list[ModelMember], read=read_image):
         self.samples = samples
+        self.read = read  # the dataset format's decoder: grayscale hand bones, RGB photographs
         keys = [(m.image_size, json.dumps(m.cfg.transforms.val, sort_keys=True)) for m in members]
         unique = list(dict.fromkeys(keys))
         self.inputs = [(size, build_cpu_transforms(json.loads(val), "transforms.val")) for size, val in unique]
@@ -130,11 +133,11 @@ class TestImages(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample = self.samples[i]
-        image = read_image(sample.image)
+        image = self.read(sample.image)
         inputs = [apply_cpu_transforms(transform, resize_image(image, size), None)[0]
                   for size, transform in self.inputs]
-        inputs = [torch.from_numpy(np.ascontiguousarray(x)[None]) for x in inputs]
-        return {"key": sample.key, "size": torch.tensor(image.shape), "inputs": [inputs[s] for s in self.slots]}
+        inputs = [image_tensor(x) for x in inputs]
+        return {"key": sample.key, "size": torch.tensor(image.shape[:2]), "inputs": [inputs[s] for s in self.slots]}
 
 
 def parse_thresholds(threshold: float, thresholds_file: str | None, classes: list[str]) -> torch.Tensor:
@@ -168,11 +171,12 @@ def _classes_of(member) -> list[str]:
 
 
 def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime, num_workers: int = 2,
-                         progress: bool = True, save_probs: Path | None = None, desc: str = "predict"):
+                         progress: bool = True, save_probs: Path | None = None, desc: str = "predict",
+                         read_image=read_image):
     """Yield (sample, weighted mean of the members' probabilities at the image's own size (C, H, W), on the device),
     one image at a time; with `save_probs`, each model's model-resolution maps are saved on the way."""
     models = [m for m in members if isinstance(m, ModelMember)]
-    loader = DataLoader(TestImages(samples, models), batch_size=None, num_workers=num_workers,
+    loader = DataLoader(TestImages(samples, models, read_image), batch_size=None, num_workers=num_workers,
                         pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
     by_key = {s.key: s for s in samples}
     total_weight = sum(m.weight for m in members)

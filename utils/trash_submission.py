@@ -174,3 +174,49 @@ def validate_trash_submission(csv_path, test_json, num_classes: int, max_problem
     if dropped:
         problems.append(f"... and {dropped} more problem(s)")
     return problems
+
+
+def read_trash_submission(csv_path, num_classes: int) -> dict[str, np.ndarray]:
+    """{image_id: (256, 256) uint8 labels} in file order; DataError (one line) for the first problem."""
+    out: dict[str, np.ndarray] = {}
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, strict=True)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header] != list(HEADER):
+                raise DataError(f"{csv_path}: line 1: header is not {','.join(HEADER)!r}")
+            for row in reader:
+                try:
+                    labels = np.array(row[1].split(), dtype=np.int64)
+                except (IndexError, ValueError):
+                    raise DataError(f"{csv_path}: line {reader.line_num}: not image_id,PredictionString") from None
+                if labels.size != SUBMISSION_SIZE ** 2 or labels.min() < 0 or labels.max() >= num_classes:
+                    raise DataError(f"{csv_path}: line {reader.line_num}: image {row[0]!r}: expected "
+                                    f"{SUBMISSION_SIZE ** 2} labels in 0..{num_classes - 1}")
+                out[row[0]] = labels.astype(np.uint8).reshape(SUBMISSION_SIZE, SUBMISSION_SIZE)
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: submission file not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{csv_path}: not a valid CSV file ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+    return out
+
+
+def hard_vote_labels(csv_paths, out_path, num_classes: int) -> int:
+    """Per-pixel majority label of several trash submissions (a tie goes to the lowest label), written atomically
+    in the first file's image order; every file must list the same images. Returns the number of images."""
+    subs = [read_trash_submission(p, num_classes) for p in csv_paths]
+    names = list(subs[0])
+    for path, sub in zip(csv_paths[1:], subs[1:]):
+        if set(sub) != set(names):
+            raise DataError(f"{path}: lists other images than {csv_paths[0]}")
+    with TrashSubmissionWriter(out_path) as writer:
+        for name in names:
+            votes = np.zeros((num_classes, SUBMISSION_SIZE, SUBMISSION_SIZE), np.int32)
+            for sub in subs:
+                votes += np.eye(num_classes, dtype=np.int32)[sub[name]].transpose(2, 0, 1)
+            writer.write_image(name, votes.argmax(0).astype(np.uint8))
+    return len(names)
