@@ -6,6 +6,9 @@ Soft voting (probabilities averaged at full resolution, then thresholded):
 A run folder given to --checkpoints stands for its fold checkpoints (<run>/fold*/best.pt) or its best.pt.
 Hard voting (a pixel is kept where at least --min-votes submissions agree):
     python ensemble.py --csvs a.csv b.csv c.csv --min-votes 2 --data ROOT --out sub.csv
+Multiclass (trash) submissions: soft voting averages softmax probabilities before the argmax; hard voting takes
+each pixel's majority label (--config names the task):
+    python ensemble.py --csvs a.csv b.csv c.csv --config configs/trash_demo.yaml --out sub.csv
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint, then per probs folder")
     p.add_argument("--csvs", nargs="+", default=[], metavar="CSV", help="submissions to hard-vote")
     p.add_argument("--min-votes", type=int, help="with --csvs: submissions that must agree on a pixel")
+    p.add_argument("--config", help="with --csvs: the task's config (default: hand bones; a trash config votes "
+                   "per-pixel majority labels)")
     p.add_argument("--data", help="dataset root with test/DCM (default: data.root of the first checkpoint)")
     p.add_argument("--out", default="submission.csv")
     p.add_argument("--tta", choices=["none", "hflip"], help="TTA for every model (default: each model's predict.tta)")
@@ -64,8 +69,9 @@ def expand_checkpoints(paths: list[str]) -> list[Path]:
 
 
 def soft_voting(args) -> int:
-    from trainer.inference import check_members, load_members, load_probs_member, parse_thresholds, write_submission
+    from trainer.inference import check_members, load_members, load_probs_member, parse_thresholds
     from trainer.runtime import setup_runtime
+    from trainer.submissions import build_submission
     from utils.config import TrainerConfig
     from utils.errors import UserError
 
@@ -86,27 +92,27 @@ def soft_voting(args) -> int:
     members += [load_probs_member(d, w) for d, w in zip(args.probs, weights[len(checkpoints):])]
     classes = check_members(members)
     thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
-    count = write_submission(members, root, args.out, thresholds, runtime, num_workers=args.workers,
+    task = members[0].cfg.task if checkpoints else _task(args.config)
+    submission = build_submission(task)
+    count = submission.write(members, root, args.out, runtime, thresholds=thresholds, num_workers=args.workers,
                              progress=not args.no_progress)
     print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")
     return 0
 
 
 def hard_voting(args) -> int:
-    from utils.config import load_config
-    from utils.errors import UserError
-    from utils.submission import hard_vote, read_test_image_sizes
+    from trainer.submissions import build_submission
 
-    if args.min_votes is None:
-        raise UserError("--csvs needs --min-votes N")
-    if not 1 <= args.min_votes <= len(args.csvs):
-        raise UserError(f"--min-votes: {args.min_votes} is not between 1 and the {len(args.csvs)} submissions")
-    if not args.data:
-        raise UserError("--csvs needs --data ROOT (the test images give each mask's size)")
-    classes = load_config(Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml").task.classes
-    hard_vote(args.csvs, args.min_votes, args.out, classes, read_test_image_sizes(args.data))
-    print(f"wrote {args.out}: pixels kept where at least {args.min_votes} of {len(args.csvs)} submissions agree")
+    task = _task(args.config)
+    print(build_submission(task).hard_vote(args.csvs, args.min_votes, args.out, args.data, task.classes))
     return 0
+
+
+def _task(config: str | None):
+    """The task of --config, or the hand-bone task when none is given."""
+    from utils.config import load_config
+
+    return load_config(config or Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml").task
 
 
 if __name__ == "__main__":

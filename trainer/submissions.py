@@ -35,6 +35,19 @@ class HandboneSubmission:
 
         return validate_submission(csv_path, data_root, classes)
 
+    def hard_vote(self, csvs: list, min_votes: int | None, out, data_root, classes: list[str]) -> str:
+        """A pixel is kept where at least `min_votes` submissions agree; returns the line to print."""
+        from utils.submission import hard_vote, read_test_image_sizes
+
+        if min_votes is None:
+            raise UserError("--csvs needs --min-votes N")
+        if not 1 <= min_votes <= len(csvs):
+            raise UserError(f"--min-votes: {min_votes} is not between 1 and the {len(csvs)} submissions")
+        if not data_root:
+            raise UserError("--csvs needs --data ROOT (the test images give each mask's size)")
+        hard_vote(csvs, min_votes, out, classes, read_test_image_sizes(data_root))
+        return f"wrote {out}: pixels kept where at least {min_votes} of {len(csvs)} submissions agree"
+
 
 class TrashSubmission:
     name = "trash"
@@ -77,6 +90,15 @@ class TrashSubmission:
         from utils.trash_submission import validate_trash_submission
 
         return validate_trash_submission(csv_path, split_path(data_root, "test"), len(classes))
+
+    def hard_vote(self, csvs: list, min_votes: int | None, out, data_root, classes: list[str]) -> str:
+        """Each pixel's majority label (a tie goes to the lowest label); --min-votes does not apply."""
+        from utils.trash_submission import hard_vote_labels
+
+        if min_votes is not None:
+            raise UserError("--min-votes: the trash submission votes each pixel's majority label; leave it out")
+        count = hard_vote_labels(csvs, out, len(classes))
+        return f"wrote {out}: {count} images, per-pixel majority label of {len(csvs)} submissions"
 
 
 SUBMISSIONS = {"handbone": HandboneSubmission, "trash": TrashSubmission}
