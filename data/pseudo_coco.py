@@ -3,8 +3,8 @@ competition's schema, whose `file_name`s stay relative to the data root; train o
 `data.pseudo_roots: [PATH.json]` (the test images are not copied).
 
 - Each 8-connected component of a class in the predicted label map becomes one annotation whose segmentation is
-  its outer contour as a polygon (holes are filled; a component whose contour has fewer than 3 points, one or two
-  pixels, is dropped). Area and bbox are the component's.
+  its outer contour as a polygon that COCO's rasterization fills back into exactly the component's pixels (holes
+  are filled; they lie under smaller objects or are background). Area and bbox are the component's.
 - Confidence of an image: the mean over pixels of the winning class's probability, in [1/C, 1].
 - Written atomically (temporary name, then rename); an existing file is refused.
 """
@@ -31,13 +31,17 @@ def label_map_polygons(labels: np.ndarray, num_classes: int) -> list[tuple[int, 
             continue
         count, components, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         for k in range(1, count):
-            component = (components == k).astype(np.uint8)
-            contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            x, y, w, h, area = (int(v) for v in stats[k])
+            component = (components[y:y + h, x:x + w] == k).astype(np.uint8)
+            # traced at twice the resolution, the contour runs a quarter pixel inside the component's outline, so
+            # COCO's rasterization (a pixel belongs when its centre is inside) gives back exactly its pixels
+            double = cv2.resize(component, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours(double, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             points = max(contours, key=len).reshape(-1, 2)
             if len(points) < 3:
                 continue
-            x, y, w, h, area = (int(v) for v in stats[k])
-            out.append((cls, points.astype(float).reshape(-1).tolist(), area, [x, y, w, h]))
+            polygon = (points + 0.5) / 2 + (x, y)
+            out.append((cls, polygon.reshape(-1).tolist(), area, [x, y, w, h]))
     return out
 
 
