@@ -44,13 +44,13 @@ def run(script, *args):
 
 
 def test_config_rejects_mismatched_task(tmp_path):
-    with pytest.raises(ConfigError, match="task.mode: 'multilabel' does not fit task.format 'coco'"):
+    with pytest.raises(ConfigError, match=r"task\.mode: 'multilabel' does not fit task\.format 'coco'"):
         load_config(DEMO, ["task.mode=multilabel"])
-    with pytest.raises(ConfigError, match="model.in_channels: task.format 'coco' gives 3-channel images"):
+    with pytest.raises(ConfigError, match=r"model\.in_channels: task\.format 'coco' gives 3-channel images"):
         load_config(DEMO, ["model.in_channels=1"])
-    with pytest.raises(ConfigError, match="transforms.copy_paste.classes: 'Batery'"):
+    with pytest.raises(ConfigError, match=r"transforms\.copy_paste\.classes: 'Batery'"):
         load_config(DEMO, ["transforms.copy_paste.classes=[Batery]"])
-    with pytest.raises(ConfigError, match="predict.crf"):
+    with pytest.raises(ConfigError, match=r"predict\.crf"):
         load_config(ROOT / "configs" / "demo.yaml", ["predict.crf={}"])
     with pytest.raises(ConfigError, match="bce scores independent sigmoid classes"):
         from losses.factory import build_loss
