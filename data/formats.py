@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from utils.errors import ConfigError, DataError
 
@@ -76,6 +77,15 @@ class HandboneFormat:
         from data.handbone import read_meta
 
         return read_meta(root)
+
+    def write_pseudo_labels(self, predictions, out, classes: list[str], threshold: float, min_confidence: float,
+                            info: dict):
+        """A pseudo-label folder in the training layout (data/pseudo.py); returns (report, summary line)."""
+        from data.pseudo import write_pseudo_labels
+
+        report = write_pseudo_labels(predictions, out, classes, threshold, min_confidence, info)
+        how = "hard-linked" if report.linked == len(report.kept) else f"{report.linked} hard-linked, the rest copied"
+        return report, f"wrote {out}: {len(report.kept)} images ({how}) x up to {len(classes)} polygons"
 
 
 class CocoFormat:
@@ -150,6 +160,23 @@ class CocoFormat:
 
     def meta(self, root) -> dict:
         return {}
+
+    def write_pseudo_labels(self, predictions, out, classes: list[str], threshold: float, min_confidence: float,
+                            info: dict):
+        """A COCO JSON of the competition's schema (data/pseudo_coco.py); confidence = mean winning probability;
+        `threshold` does not apply (argmax). Returns (report, summary line)."""
+        from data.pseudo_coco import write_pseudo_coco
+        from trainer.modes import mean_full_size
+
+        def labelled():
+            for sample, probs in predictions:
+                mean = mean_full_size(probs.parts, probs.size)
+                top, labels = mean.max(0)
+                yield sample, labels.to(torch.uint8).cpu().numpy(), float(top.mean())
+
+        report = write_pseudo_coco(labelled(), out, classes, min_confidence, info)
+        return report, (f"wrote {out}: {len(report.kept)} images, {report.annotations} polygons; train on it with "
+                        f"data.pseudo_roots: [{out}]")
 
 
 FORMATS = {"handbone": lambda classes: HandboneFormat(), "coco": CocoFormat}
