@@ -23,6 +23,7 @@ class HandboneFormat:
     name = "handbone"
     channels = 1
     label_kind = "bits"
+    splits = ("kfold",)  # the values of data.split it knows
 
     def ensure(self, cfg, progress: bool) -> None:
         root = Path(cfg.root)
@@ -38,9 +39,6 @@ class HandboneFormat:
         from data.handbone import scan_split
         from data.splits import group_kfold
 
-        if cfg.split != "kfold":
-            raise ConfigError(f"data.split: {cfg.split!r} needs train/val files; the handbone format splits by "
-                              "person (kfold)")
         samples = scan_split(cfg.root, "train")
         train_idx, val_idx = group_kfold([s.group for s in samples], cfg.n_splits, cfg.fold)
         return samples, train_idx, val_idx, []
@@ -92,6 +90,7 @@ class CocoFormat:
     name = "coco"
     channels = 3
     label_kind = "map"
+    splits = ("kfold", "files")
 
     def __init__(self, classes: list[str]):
         self.classes = list(classes)

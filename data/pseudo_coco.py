@@ -52,6 +52,11 @@ class PseudoReport:
     confidences: dict[str, float] = field(default_factory=dict)
     annotations: int = 0
     written: bool = False
+    empty: dict = field(default_factory=dict)  # as the hand-bone report: argmax gives no empty-class problem
+
+    @property
+    def empty_count(self) -> int:
+        return 0
 
 
 def write_pseudo_coco(predictions: Iterable, out: str | Path, classes: list[str], min_confidence: float,

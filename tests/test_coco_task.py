@@ -50,6 +50,8 @@ def test_config_rejects_mismatched_task(tmp_path):
         load_config(DEMO, ["model.in_channels=1"])
     with pytest.raises(ConfigError, match=r"transforms\.copy_paste\.classes: 'Batery'"):
         load_config(DEMO, ["transforms.copy_paste.classes=[Batery]"])
+    with pytest.raises(ConfigError, match=r"data\.split: task\.format 'handbone' splits by kfold, not 'files'"):
+        load_config(ROOT / "configs" / "demo.yaml", ["data.split=files"])
     with pytest.raises(ConfigError, match=r"predict\.crf"):
         load_config(ROOT / "configs" / "demo.yaml", ["predict.crf={}"])
     with pytest.raises(ConfigError, match="bce scores independent sigmoid classes"):
@@ -96,6 +98,13 @@ def test_multiclass_train_resume_infer_and_check(trash_root, tmp_path):
     (tmp_path / "bad.csv").write_text("\n".join(lines[:-1]) + "\n")
     check = run("inference.py", "--check", tmp_path / "bad.csv", "--data", trash_root, "--config", DEMO)
     assert check.returncode == 1 and "have no row" in check.stdout
+
+    # DenseCRF before the argmax: still a valid submission, close to the plain one
+    crf = tmp_path / "crf.csv"
+    done = run("inference.py", "--checkpoint", tmp_path / "full" / "best.pt", "--out", crf, "--workers", "0",
+               "--set", "predict.crf={iterations: 3}")
+    assert done.returncode == 0, done.stderr
+    assert validate_trash_submission(crf, trash_root / "test.json", 11) == []
 
     # ensembles: a soft vote of the model with itself is the model; a hard vote of one CSV with itself too
     soft = tmp_path / "soft.csv"

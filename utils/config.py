@@ -435,6 +435,9 @@ def _check_task(cfg: Config) -> None:
         raise ConfigError(f"task.mode: {task.mode!r} does not fit task.format {task.format!r} (its labels are "
                           f"{'bit planes' if fmt.label_kind == 'bits' else 'one label map'}; use "
                           f"{'multilabel' if fmt.label_kind == 'bits' else 'multiclass'})")
+    if cfg.data.split not in fmt.splits:
+        raise ConfigError(f"data.split: task.format {task.format!r} splits by {', '.join(fmt.splits)}, "
+                          f"not {cfg.data.split!r}")
     if cfg.model.in_channels != fmt.channels:
         raise ConfigError(f"model.in_channels: task.format {task.format!r} gives {fmt.channels}-channel images, "
                           f"got {cfg.model.in_channels}")
