@@ -10,6 +10,7 @@ Hard voting (a pixel is kept where at least --min-votes submissions agree):
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from utils.cli import run_main
@@ -36,7 +37,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from utils.cli import check_threshold, check_workers
     from utils.errors import UserError
+    from utils.files import check_output_file
+
+    # every argument is checked before any model is loaded
+    check_workers(args.workers)
+    check_output_file(args.out)
+    check_threshold(args.threshold, "--threshold")
+    if args.weights and not all(math.isfinite(w) for w in args.weights):
+        raise UserError("--weights must be finite numbers")
 
     if args.csvs:
         if args.checkpoints or args.probs:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import DataError, UserError
+from utils.files import write_error
 from utils.rle import parse_rle, runs_to_rle
 
 __all__ = [
@@ -53,9 +54,13 @@ class SubmissionWriter:
         self._images = set()
 
     def __enter__(self):
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(HEADER)
+        try:
+            self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._file, lineterminator="\n")
+            self._writer.writerow(HEADER)
+        except OSError as e:
+            self.__exit__(type(e), e, None)
+            raise write_error(self.path, e) from None
         return self
 
     def write_image(self, image_name, rles):
@@ -68,14 +73,21 @@ class SubmissionWriter:
         if image_name in self._images:
             raise ValueError(f"{image_name}: image written twice")
         self._images.add(image_name)
-        self._writer.writerows([image_name, cls, rle] for cls, rle in zip(self.classes, rles))
+        try:
+            self._writer.writerows([image_name, cls, rle] for cls, rle in zip(self.classes, rles))
+        except OSError as e:  # a full disk: one line naming the CSV, and __exit__ removes the temporary file
+            raise write_error(self.path, e) from None
 
     def __exit__(self, exc_type, exc, tb):
         file, self._file, self._writer = self._file, None, None
         try:
-            file.close()
+            if file is not None:
+                file.close()
             if exc_type is None:
                 os.replace(self._tmp, self.path)
+        except OSError as e:  # the last buffered rows hit a full disk, or the rename failed
+            if exc_type is None:
+                raise write_error(self.path, e) from None
         finally:
             if os.path.exists(self._tmp):       # an exception, or close/replace failed
                 with contextlib.suppress(OSError):
