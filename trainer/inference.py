@@ -150,7 +150,7 @@ def parse_thresholds(threshold: float, thresholds_file: str | None, classes: lis
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable thresholds JSON ({e})") from None
-    if isinstance(data, dict) and isinstance(data.get("thresholds"), dict):
+    if isinstance(data, dict) and "thresholds" in data:
         data = data["thresholds"]  # the file written by --tune-thresholds nests them
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping {{class: threshold}}, got {type(data).__name__}")
