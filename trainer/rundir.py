@@ -25,6 +25,8 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir}: exists and is not a folder")
+    if resume:
+        _remove_temporary_files(run_dir)
     if resume or not run_dir.is_dir() or not any(run_dir.iterdir()):
         return run_dir
     if not overwrite:
@@ -35,9 +37,17 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
             target = folder / name
             if target.is_file():
                 target.unlink(missing_ok=True)  # torchrun: every rank runs this
+        _remove_temporary_files(folder)
         if folder != run_dir and folder.is_dir() and not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
     return run_dir
+
+
+def _remove_temporary_files(folder: Path) -> None:
+    """`<name>.<pid>.tmp` checkpoints and metrics of a run killed while writing them (utils/files.atomic_path)."""
+    for tmp in folder.glob("*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
 
 
 def truncate_metrics(run_dir: str | Path, epochs: int) -> None:
