@@ -78,6 +78,7 @@ def soft_voting(args) -> int:
     from trainer.runtime import setup_runtime
     from utils.config import TrainerConfig
     from utils.errors import UserError
+    from utils.submission import list_test_images
 
     checkpoints = expand_checkpoints(args.checkpoints)
     n = len(checkpoints) + len(args.probs)
@@ -96,6 +97,7 @@ def soft_voting(args) -> int:
     members += [load_probs_member(d, w) for d, w in zip(args.probs, weights[len(checkpoints):])]
     classes = check_members(members)
     thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
+    list_test_images(root)  # the test set --check expects: found, not empty, file names unique
     count = write_submission(members, root, args.out, thresholds, runtime, num_workers=args.workers,
                              progress=not args.no_progress)
     print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")

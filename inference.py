@@ -66,6 +66,9 @@ def main(argv=None) -> int:
     cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
     threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
     thresholds = None if args.tune_thresholds else parse_thresholds(threshold, args.thresholds, cfg.task.classes)
+    if not args.tune_thresholds:
+        from utils.submission import list_test_images
+        list_test_images(cfg.data.root)  # the test set --check expects: found, not empty, file names unique
     runtime = setup_runtime(cfg.trainer)
     member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:

@@ -237,13 +237,13 @@ def read_png_size(path):
 
 
 def list_test_images(test_root):
-    """Sorted 'IDxxx/name.png' paths of the test images under ROOT/test/DCM (submission order)."""
+    """Sorted 'IDxxx/name.png' paths of the test images under ROOT/test/DCM (submission order): the one list that
+    inference predicts (data.handbone.scan_split) and that --check and hard voting expect; files it skips are
+    named in a warning there."""
+    from data.handbone import scan_split  # here, not at the top: reading CSVs needs no image library
+
     dcm = Path(test_root) / "test" / "DCM"
-    if not dcm.is_dir():
-        raise DataError(f"{dcm}: test image folder not found (expected DATA_ROOT/test/DCM)")
-    rel = sorted(p.relative_to(dcm).as_posix() for p in dcm.rglob("*.png"))
-    if not rel:
-        raise DataError(f"{dcm}: no .png test images found")
+    rel = [sample.key for sample in scan_split(test_root, "test")]
     seen = {}
     for r in rel:
         name = r.rsplit("/", 1)[-1]
