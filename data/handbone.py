@@ -112,7 +112,8 @@ def read_polygons(path: Path, classes: list[str], height: int, width: int
                             f"annotation {seen[label]}")
             continue
         try:
-            points = np.asarray(ann["points"], dtype=np.float32).reshape(-1, 2)
+            with np.errstate(over="ignore"):  # 1e300 becomes inf, refused just below
+                points = np.asarray(ann["points"], dtype=np.float32).reshape(-1, 2)
         except (KeyError, ValueError, TypeError):
             raise DataError(f"{path}: annotation {n} ({label}) has malformed points") from None
         if not np.isfinite(points).all():  # JSON NaN, Infinity, or 1e300 (inf in float32)

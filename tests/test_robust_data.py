@@ -168,3 +168,85 @@ def test_csv_full_disk_fault_injection(classes, tmp_path, monkeypatch):
           SubmissionWriter(out, classes) as writer):
         writer.write_image("a.png", [""] * len(classes))
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------- polygons, test list
+
+
+def _annotations(path, edit):
+    import json
+
+    data = json.loads(path.read_text())
+    edit(data["annotations"])
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda a: a[0]["points"].__setitem__(1, [float("nan"), 3]), "skipped annotation 0 (finger-1): NaN or infinite coordinates"),
+    (lambda a: a[0]["points"].__setitem__(1, [1e300, 3]), "skipped annotation 0 (finger-1): NaN or infinite coordinates"),
+    (lambda a: a.__setitem__(0, "finger-1"), "skipped annotation 0: not an object (str)"),
+    (lambda a: a[0].__setitem__("label", 7), "skipped annotation 0: label 7 is not a string"),
+    (lambda a: a.append(dict(a[1])), "skipped annotation 29 (finger-2): the bone is already annotated by annotation 1"),
+])
+def test_bad_polygons_are_named_skipped_and_counted(edit, expected, dataset_copy, classes, tmp_path):
+    from data.handbone import read_polygons
+
+    sample = scan_split(dataset_copy, "train")[0]
+    _annotations(sample.annotation, edit)
+    polygons, warnings = read_polygons(sample.annotation, classes, 128, 128)
+    assert len(polygons) == 28 + ("already annotated" in expected) and warnings == [f"{sample.annotation}: {expected}"]
+    cache = open_cache(scan_split(dataset_copy, "train"), classes, 64, tmp_path / "c", workers=1, progress=False)
+    assert len(cache.warnings) == 1
+
+
+def test_annotations_not_a_list_is_an_error(dataset_copy, classes):
+    import json
+
+    from data.handbone import read_polygons
+    from utils.errors import DataError
+
+    sample = scan_split(dataset_copy, "train")[0]
+    sample.annotation.write_text(json.dumps({"annotations": {"label": "finger-1"}}))
+    with pytest.raises(DataError, match=f"{sample.annotation}: 'annotations' must be a list of objects, got dict"):
+        read_polygons(sample.annotation, classes, 128, 128)
+
+
+def test_one_test_list_for_inference_check_and_voting(dataset_copy, capsys):
+    """Images outside test/DCM/IDxxx/ are named and skipped by every entry point alike."""
+    from utils.submission import list_test_images, read_test_image_sizes
+
+    dcm = dataset_copy / "test" / "DCM"
+    first = scan_split(dataset_copy, "test")[0].image
+    (dcm / "loose.png").write_bytes(first.read_bytes())
+    (dcm / first.parent.name / "deeper").mkdir()
+    (dcm / first.parent.name / "deeper" / "x.png").write_bytes(first.read_bytes())
+    keys = [s.key for s in scan_split(dataset_copy, "test")]
+    assert list_test_images(dataset_copy) == keys and "loose.png" not in keys
+    assert list(read_test_image_sizes(dataset_copy)) == [k.split("/")[-1] for k in keys]
+    err = capsys.readouterr().err
+    assert f"warning: {dcm}: skipped 2 file(s)" in err and "loose.png" in err and "deeper/x.png" in err
+
+
+def test_duplicate_test_file_names_refused_before_prediction(tiny_checkpoint, dataset_copy, tmp_path):
+    import inference
+    from utils.errors import DataError
+
+    samples = scan_split(dataset_copy, "test")
+    other = next(s for s in samples if s.group != samples[0].group)
+    (other.image.parent / samples[0].image.name).write_bytes(samples[0].image.read_bytes())
+    with pytest.raises(DataError, match="two test images share the file name"):
+        inference.main(["--checkpoint", str(tiny_checkpoint), "--data", str(dataset_copy),
+                        "--out", str(tmp_path / "s.csv")])
+
+
+def test_bad_test_image_in_a_loader_worker_is_one_line(tiny_checkpoint, dataset_copy, tmp_path):
+    import inference
+    from utils.cli import one_line
+
+    broken = scan_split(dataset_copy, "test")[1].image
+    broken.write_bytes(b"garbage")
+    with pytest.raises(UserError) as error:
+        inference.main(["--checkpoint", str(tiny_checkpoint), "--data", str(dataset_copy), "--workers", "1",
+                        "--out", str(tmp_path / "s.csv"), "--no-progress"])
+    assert one_line(error.value) == f"{broken}: missing or unreadable image"
+    assert list(tmp_path.iterdir()) == [tmp_path / "hands"]

@@ -30,6 +30,7 @@ from transforms.cpu import build_cpu_transforms
 from transforms.gpu import build_gpu_transforms
 from utils.config import Config, save_config, to_dict
 from utils.errors import UserError
+from utils.files import write_error
 from utils.logger import RunLogger
 
 
@@ -177,7 +178,7 @@ class Trainer:
                 if improved:
                     save_checkpoint(inference_state(state), self.run_dir / "best.pt")
                 save_checkpoint(state, self.run_dir / "last.pt")
-            self.logger.log(record)
+            self._log(record)
             if self.runtime.is_main:
                 self._report(record, per_class)
             stopped_by = self._epoch_callbacks(record, improved)
@@ -194,6 +195,13 @@ class Trainer:
             self._finish_swa(epoch)
         return {"best_dice": self.best_score, "best_record": self.best_record, "epochs": epoch + 1,
                 "stopped_early": stopped_early, "stopped_by": stopped_by}
+
+    def _log(self, record: dict) -> None:
+        """metrics.jsonl after the checkpoints; a full disk is one line naming the file."""
+        try:
+            self.logger.log(record)
+        except OSError as e:
+            raise write_error(self.logger.path, e) from None
 
     def _emit(self, event: str, *args) -> None:
         if self.runtime.is_main:
@@ -230,7 +238,7 @@ class Trainer:
             save_checkpoint(state, self.run_dir / "last.pt")
             if score > self.best_score:
                 save_checkpoint(inference_state(state), self.run_dir / "best.pt")
-        self.logger.log(record)
+        self._log(record)
         if self.runtime.is_main:
             print(f"SWA of {self.averager.count} epochs: val Dice {score:.4f} (best single {self.best_score:.4f})")
             print(format_class_table(self.classes, per_class), flush=True)
