@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     # the checks that need no model come first: importing the model libraries takes seconds
     check_threshold(args.threshold, "--threshold")
     check_workers(args.workers)
-    if not 0.0 <= args.min_confidence <= 1.0:  # False for NaN too
-        raise UserError(f"--min-confidence: {args.min_confidence} is not a number between 0 and 1")
+    if math.isnan(args.min_confidence):  # above 1 is allowed: it keeps nothing, by design
+        raise UserError("--min-confidence: nan is not a number")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
     out = check_out_dir(args.out)

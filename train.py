@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import sys
 
-    from trainer.checkpoint import load_checkpoint
+    from trainer.checkpoint import check_finite, load_checkpoint
     from trainer.rundir import prepare_run_dir, write_run_info
     from trainer.runtime import setup_runtime, shutdown
     from trainer.trainer import Trainer
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
         raise UserError("give --config CONFIG (or --resume CHECKPOINT)")
     if state is not None:
         check_resume_model(state, cfg, args.resume)
+        check_finite(state, args.resume)
     run_dir = Path(args.out) if args.out else (Path(args.resume).parent if args.resume else Path("runs") / cfg.name)
     prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     runtime = setup_runtime(cfg.trainer)

@@ -95,6 +95,12 @@ def test_nan_checkpoint_is_refused_by_every_loader(tiny_checkpoint, dataset_root
     with pytest.raises(UserError, match=message):
         pseudo_label.main(["--checkpoints", str(bad), "--out", str(tmp_path / "p"), "--data", str(dataset_root)])
     assert not list(tmp_path.glob("*.csv")) and not (tmp_path / "p").exists()
+    last = torch.load(tiny_checkpoint.parent / "last.pt", weights_only=True)
+    last["model"][name] = torch.full_like(last["model"][name], float("inf"))
+    torch.save(last, tmp_path / "last.pt")
+    with pytest.raises(UserError, match=f"{tmp_path / 'last.pt'}: model weight '{name}' holds NaN or inf"):
+        train.main(["--resume", str(tmp_path / "last.pt"), "--set", f"data.cache_dir={tmp_path / 'cache'}",
+                    "--no-progress"])
 
 
 def test_best_holds_inference_state_only(tiny_checkpoint):
