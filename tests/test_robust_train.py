@@ -2,9 +2,11 @@
 that never mix two runs, metrics never ahead of the checkpoint, one-line errors for full disks."""
 import errno
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,6 +233,16 @@ def test_checkpoint_full_disk_fault_injection(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=f"^{target}: cannot write \\(No space left on device\\)$"):
         save_checkpoint({"model": {}}, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    stale = [tmp_path / "best.pt.tmp", tmp_path / f"best.pt.{pid_max + 1}.tmp"]
+    live = tmp_path / f"best.pt.{os.getppid()}.tmp"  # a running process's: kept
+    for path in [*stale, live]:
+        path.write_bytes(b"half")
+    save_checkpoint({"model": {}, "config": {}}, tmp_path / "best.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pt", live.name])
 
 
 def test_checkpoint_read_only_folder(tmp_path):

@@ -7,6 +7,7 @@ the operating system's reason.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +29,32 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}.tmp")
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Temporary files of `path` left by killed processes (`<name>.<pid>.tmp` whose process is gone, and the
+    `<name>.tmp` of older versions), so that a crash leaves no 20 MB `best.pt.tmp` behind for good."""
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.*tmp"):
+        middle = tmp.name[len(path.name) + 1:-len("tmp")].rstrip(".")
+        if (middle == "" or (middle.isdigit() and not _alive(int(middle)))) and tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an absurd number): leave its file alone
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path`, on any failure it is removed.
     An OSError (while writing or renaming) becomes a UserError naming `path` and the reason."""
     path = Path(path)
+    remove_stale_temps(path)
     tmp = temp_name(path)
     try:
         yield tmp

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import DataError, UserError
-from utils.files import write_error
+from utils.files import remove_stale_temps, write_error
 from utils.rle import parse_rle, runs_to_rle
 
 __all__ = [
@@ -54,6 +54,7 @@ class SubmissionWriter:
         self._images = set()
 
     def __enter__(self):
+        remove_stale_temps(Path(self.path))
         try:
             self._file = open(self._tmp, "w", encoding="utf-8", newline="")
             self._writer = csv.writer(self._file, lineterminator="\n")
