@@ -301,3 +301,27 @@ def test_subprocess_exit_status_for_bad_threshold(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip() == "error: --threshold: threshold nan must be a number strictly between 0 and 1"
+
+
+def test_metrics_never_ahead_of_the_checkpoint(tiny_config, tmp_path, monkeypatch):
+    """The disk fills while epoch 2's last.pt is written: one line naming it, metrics.jsonl stops at epoch 1, the
+    epoch-1 checkpoint is intact, no temporary file is left."""
+    import trainer.trainer as trainer_module
+
+    real_save, calls = trainer_module.save_checkpoint, []
+
+    def save(state, path):
+        calls.append(path.name)
+        if path.name == "last.pt" and calls.count("last.pt") == 2:
+            with checkpoint_module.atomic_path(path) as tmp:
+                tmp.write_bytes(b"half")
+                fail_with_enospc()
+        real_save(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=rf"^{run}/last.pt: cannot write \(No space left on device\)$"):
+        fit(tiny_config("trainer.epochs=2"), run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1] and load_checkpoint(run / "last.pt")["epoch"] == 0
+    assert not list(run.glob("*.tmp"))

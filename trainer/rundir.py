@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.files import write_text_atomic
+from utils.files import os_reason, write_text_atomic
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "config.yaml", "run_info.json", "folds.json")
 PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy", "opencv-python-headless",
@@ -83,7 +83,10 @@ def write_run_info(run_dir: str | Path, argv: list[str]) -> None:
             continue
     info = {"command": [sys.executable, *argv], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "python": platform.python_version(), "host": platform.node(), "git": _git_state(), "packages": versions}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{run_dir}: cannot create the run directory ({os_reason(e)})") from None
     write_text_atomic(run_dir / "run_info.json", json.dumps(info, indent=2))
 
 
