@@ -317,7 +317,8 @@ class Trainer:
         if self.nonfinite_run >= self.cfg.trainer.max_nonfinite_steps:
             epoch, batch = self._position
             raise UserError(self._divergence(f"epoch {epoch + 1}, step {batch + 1}: {self.nonfinite_run} consecutive "
-                                             f"optimizer steps with a NaN/inf loss or gradient were skipped"))
+                                             f"optimizer steps with a NaN/inf loss or gradient were skipped",
+                                             "; set trainer.max_nonfinite_steps to tolerate more"))
 
     def _check_weights_finite(self, epoch: int) -> None:
         """Weights or BatchNorm statistics gone NaN/inf cannot recover: stop before validating or saving them."""
@@ -327,13 +328,12 @@ class Trainer:
         if name is not None:
             raise UserError(self._divergence(f"epoch {epoch + 1}: weight {name!r} holds NaN or inf"))
 
-    def _divergence(self, what: str) -> str:
+    def _divergence(self, what: str, hint: str = "") -> str:
         c = self.cfg
         kept = "the last good checkpoints are kept" if (self.run_dir / "last.pt").is_file() else "no checkpoint saved"
         return (f"{what}; training stopped, {kept} in {self.run_dir}. Likely cause: a learning rate too high "
                 f"(optimizer.lr={c.optimizer.lr:g}), input normalization (data.mean={c.data.mean:g}, "
-                f"data.std={c.data.std:g}), loss parameters or fp16 overflow (trainer.amp={c.trainer.amp}); "
-                f"set trainer.max_nonfinite_steps to tolerate more")
+                f"data.std={c.data.std:g}), loss parameters or fp16 overflow (trainer.amp={c.trainer.amp}){hint}")
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module | None = None) -> tuple[float, list[float]]:
