@@ -265,7 +265,8 @@ class Trainer:
                 total += loss
                 count += 1
             if self.progress and (i % 10 == 0 or i + 1 == n_batches):
-                bar.set_postfix(loss=f"{total.item() / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f"{total.item() / max(count, 1):.4f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         if self.runtime.distributed:
             torch.distributed.all_reduce(total)
             total /= self.runtime.world_size
