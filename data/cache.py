@@ -123,7 +123,10 @@ def read_index(folder: Path) -> dict:
         raise CacheDamaged(f"index.json is not of cache version {CACHE_VERSION}")
     if index.get("checksum") != _checksum(index):
         raise CacheDamaged("index.json does not match its checksum")
-    for name, expected in index["file_sizes"].items():
+    sizes = index.get("file_sizes")
+    if not isinstance(sizes, dict):
+        raise CacheDamaged("index.json records no file sizes")
+    for name, expected in sizes.items():
         try:
             actual = (folder / name).stat().st_size
         except OSError:
@@ -152,7 +155,11 @@ def open_cache(samples: list[Sample], classes: list[str], size: int | None, cach
         except CacheDamaged as e:
             if folder.exists():
                 print(f"warning: {folder}: damaged cache ({e}); rebuilding it", file=sys.stderr)
-                shutil.rmtree(folder)
+                try:
+                    shutil.rmtree(folder)
+                except OSError as error:
+                    raise UserError(f"{folder}: cannot remove the damaged cache ({os_reason(error)}); "
+                                    f"delete it by hand") from None
         _remove_stale_temps(cache_dir, folder)
         _build(samples, classes, size, folder, workers or os.cpu_count() or 1, progress)
     return SampleCache(folder)
