@@ -13,6 +13,7 @@ each pixel's majority label (--config names the task):
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from utils.cli import run_main
@@ -41,7 +42,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from utils.cli import check_threshold, check_workers
     from utils.errors import UserError
+    from utils.files import check_output_file
+
+    # every argument is checked before any model is loaded
+    check_workers(args.workers)
+    check_output_file(args.out)
+    check_threshold(args.threshold, "--threshold")
+    if args.weights and not all(math.isfinite(w) for w in args.weights):
+        raise UserError("--weights must be finite numbers")
 
     if args.csvs:
         if args.checkpoints or args.probs:
@@ -94,6 +104,7 @@ def soft_voting(args) -> int:
     thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
     task = members[0].cfg.task if checkpoints else _task(args.config)
     submission = build_submission(task)
+    submission.test_samples(task, root)  # the test set --check expects: found, not empty, names unique
     count = submission.write(members, root, args.out, runtime, thresholds=thresholds, num_workers=args.workers,
                              progress=not args.no_progress)
     print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")

@@ -49,6 +49,19 @@ def main(argv=None) -> int:
         raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
     if args.threshold is not None and args.thresholds:
         raise UserError("give either --threshold or --thresholds, not both")
+    # every argument is checked before the model is loaded and the first image predicted
+    from utils.cli import check_threshold, check_workers
+    from utils.files import check_output_file
+
+    check_workers(args.workers)
+    if args.threshold is not None:
+        check_threshold(args.threshold, "--threshold")
+    if args.tune_thresholds:
+        check_output_file(args.tune_thresholds, "--tune-thresholds")
+    else:
+        check_output_file(args.out)
+    if args.save_probs and Path(args.save_probs).is_file():
+        raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
     from trainer.inference import load_member, member_config, parse_thresholds
     from trainer.submissions import build_submission
 
@@ -57,6 +70,10 @@ def main(argv=None) -> int:
 
     state = load_checkpoint(args.checkpoint)
     cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
+    threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
+    thresholds = None if args.tune_thresholds else parse_thresholds(threshold, args.thresholds, cfg.task.classes)
+    if not args.tune_thresholds:
+        build_submission(cfg.task).test_samples(cfg.task, cfg.data.root)  # the test set --check expects
     runtime = setup_runtime(cfg.trainer)
     member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:
@@ -70,8 +87,6 @@ def main(argv=None) -> int:
               f"{result['val_dice']:.4f} with per-class thresholds ({result['images']} images); "
               f"saved to {args.tune_thresholds}")
         return 0
-    threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
-    thresholds = parse_thresholds(threshold, args.thresholds, cfg.task.classes)
     n = build_submission(cfg.task).write([member], cfg.data.root, args.out, runtime, thresholds=thresholds,
                                          save_probs=args.save_probs, save_masks=args.save_masks,
                                          num_workers=args.workers, progress=not args.no_progress)

@@ -20,6 +20,12 @@ from utils.errors import UserError
 class HandboneSubmission:
     name = "handbone"
 
+    def test_samples(self, task, data_root) -> list:
+        """The test images the CSV must list (found, not empty, file names unique), checked before predicting."""
+        from utils.submission import list_test_images
+
+        return list_test_images(data_root)
+
     def write(self, members: list, data_root, out, runtime, thresholds=None, save_probs=None, save_masks=None,
               num_workers: int = 2, progress: bool = True) -> int:
         from trainer.inference import write_submission
@@ -51,6 +57,10 @@ class HandboneSubmission:
 
 class TrashSubmission:
     name = "trash"
+
+    def test_samples(self, task, data_root) -> list:
+        """The images of test.json, each found on disk, checked before predicting."""
+        return build_format(task.format, task.classes).test_samples(data_root)
 
     def write(self, members: list, data_root, out, runtime, thresholds=None, save_probs=None, save_masks=None,
               num_workers: int = 2, progress: bool = True) -> int:
