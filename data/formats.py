@@ -165,11 +165,11 @@ class CocoFormat:
         """A COCO JSON of the competition's schema (data/pseudo_coco.py); confidence = mean winning probability;
         `threshold` does not apply (argmax). Returns (report, summary line)."""
         from data.pseudo_coco import write_pseudo_coco
-        from trainer.modes import mean_full_size
+        from trainer.modes import dense_probs
 
         def labelled():
             for sample, probs in predictions:
-                mean = mean_full_size(probs.parts, probs.size)
+                mean = dense_probs(probs)
                 top, labels = mean.max(0)
                 yield sample, labels.to(torch.uint8).cpu().numpy(), float(top.mean())
 

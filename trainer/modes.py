@@ -32,6 +32,14 @@ def mean_full_size(parts: list[tuple[torch.Tensor, float]], size: tuple[int, int
     return mean.div_(total)
 
 
+def dense_probs(probs) -> torch.Tensor:
+    """One image's (C, H, W) mean probabilities from what the shared prediction loop yields: the full-size map
+    itself, or trainer.fullsize's lazy FullSizeProbs (its members' model-resolution parts and weights)."""
+    if isinstance(probs, torch.Tensor):
+        return probs
+    return mean_full_size(probs.parts, probs.size)
+
+
 class Multilabel:
     name = "multilabel"
     loss_mode = "multilabel"  # smp's mode for DiceLoss, JaccardLoss, FocalLoss, ...

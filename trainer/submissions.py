@@ -68,7 +68,7 @@ class TrashSubmission:
         refined by DenseCRF, then argmax; rows in test.json order."""
         from trainer.crf import dense_crf
         from trainer.inference import check_members, iter_full_size_probs
-        from trainer.modes import mean_full_size
+        from trainer.modes import dense_probs
         from utils.trash_submission import TrashSubmissionWriter, save_label_png
 
         classes = check_members(members)
@@ -82,7 +82,7 @@ class TrashSubmission:
             for sample, probs in iter_full_size_probs(members, samples, runtime, num_workers, progress,
                                                       Path(save_probs) if save_probs else None,
                                                       read_image=fmt.read_image):
-                mean = mean_full_size(probs.parts, probs.size)
+                mean = dense_probs(probs)
                 if crf is not None:
                     mean = torch.from_numpy(dense_crf(
                         fmt.read_image(sample.image), mean.cpu().numpy(), crf.iterations, crf.gaussian_sxy,
