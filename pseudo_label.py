@@ -9,6 +9,11 @@ train/DCM/IDxxx/<name>.png (hard links, or copies across file systems), train/ou
 pseudo_labels.json (settings and every image's confidence). DIR is built under a temporary name and renamed at
 the end; an existing non-empty DIR is refused. When no image is kept, DIR is not created and the exit status is 1.
 Train on it with `data.pseudo_roots: [DIR]`.
+
+Multiclass COCO tasks (task.format coco): the images of ROOT/test.json are predicted the same way, the confidence
+is the mean winning softmax probability, and --out names a new COCO JSON (same schema, file names relative to
+ROOT, one polygon per connected component of each predicted class; --threshold does not apply). Train on it with
+`data.pseudo_roots: [FILE.json]`.
 """
 from __future__ import annotations
 
@@ -60,8 +65,7 @@ def main(argv=None) -> int:
         if not path.is_file():
             raise UserError(f"{path}: checkpoint not found")
 
-    from data.handbone import scan_split
-    from data.pseudo import write_pseudo_labels
+    from data.formats import build_format
     from trainer.inference import check_members, iter_full_size_probs, load_members
 
     weights = args.weights or [1.0] * len(checkpoints)
@@ -75,12 +79,13 @@ def main(argv=None) -> int:
     root = args.data or members[0].cfg.data.root
     if not root:
         raise UserError("give --data ROOT (the checkpoint's config has no data.root)")
-    samples = scan_split(root, "test")
+    fmt = build_format(members[0].cfg.task.format, classes)  # hand-bone folders or a COCO JSON
+    samples = fmt.test_samples(root)
     info = {"data": str(root), "checkpoints": [str(c) for c in checkpoints], "weights": weights,
             "tta": [m.cfg.predict.tta for m in members]}
     predictions = iter_full_size_probs(members, samples, runtime, args.workers, not args.no_progress,
-                                       desc="pseudo-label")
-    report = write_pseudo_labels(predictions, out, classes, args.threshold, args.min_confidence, info)
+                                       desc="pseudo-label", read_image=fmt.read_image)
+    report, summary = fmt.write_pseudo_labels(predictions, out, classes, args.threshold, args.min_confidence, info)
 
     scores = list(report.confidences.values())
     print(f"kept {len(report.kept)} of {len(scores)} test images with confidence >= {args.min_confidence} "
@@ -96,8 +101,7 @@ def main(argv=None) -> int:
     if not report.written:
         print(f"nothing written: no image reached --min-confidence {args.min_confidence}; {out} was not created")
         return 1
-    how = "hard-linked" if report.linked == len(report.kept) else f"{report.linked} hard-linked, the rest copied"
-    print(f"wrote {out}: {len(report.kept)} images ({how}) x up to {len(classes)} polygons")
+    print(summary)
     return 0
 
 

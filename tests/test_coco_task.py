@@ -181,3 +181,25 @@ def test_coco_pseudo_labels_roundtrip(trash_root, tmp_path):
     for sample, original in zip(back, (truth[0], truth[2])):
         got, want = label_map(sample), label_map(original)
         assert (got == want).mean() > 0.995  # polygons of the components give back the label map (holes aside)
+
+
+def test_pseudo_label_cli_writes_a_trainable_coco_json(trash_root, tmp_path):
+    cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + ["trainer.epochs=1"])
+    fit(cfg, tmp_path / "run")
+    out = tmp_path / "pseudo.json"
+    done = run("pseudo_label.py", "--checkpoints", tmp_path / "run" / "best.pt", "--out", out, "--min-confidence",
+               "0", "--workers", "0")
+    assert done.returncode == 0, done.stderr
+    assert "kept 3 of 3 test images" in done.stdout and f"data.pseudo_roots: [{out}]" in done.stdout
+    data = json.loads(out.read_text())
+    test = json.loads((trash_root / "test.json").read_text())
+    assert [im["file_name"] for im in data["images"]] == [im["file_name"] for im in test["images"]]
+    assert [c["id"] for c in data["categories"]] == list(range(1, 11))
+    # the pseudo-labelled test images join the training set (never validation)
+    from data.pipeline import prepare_fold
+
+    cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
+        f"data.pseudo_roots=[{out}]", "data.oversample=null"])
+    fold = prepare_fold(cfg, setup_runtime(cfg.trainer), progress=False)
+    assert len(fold.train_indices) == 13 + 3 and len(fold.val_indices) == 3
+    assert fold.cache.keys[-3:] == [im["file_name"] for im in test["images"]]
