@@ -259,7 +259,7 @@ class Trainer:
         with sync:
             with self.runtime.autocast():
                 logits = self.train_model(x)
-            loss = self.loss_fn(logits.float(), y)
+            loss = self.loss_fn(logits, y)  # in float32; a tuple (main, aux...) from an auxiliary head
             self.scaler.scale(loss / t.accumulate).backward()
         if step_now:
             if t.grad_clip is not None:
