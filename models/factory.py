@@ -67,8 +67,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         encoder = model.encoder
     else:
         names = sorted(list(SMP_ARCHS.values()) + list(OWN_ARCHS.values()) + ["fcn_resnet50", "fcn_resnet101"])
-        close = difflib.get_close_matches(cfg.arch, names, n=1, cutoff=0.4)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from {', '.join(names)})"
+        by_lower = {name.lower(): name for name in names}
+        close = difflib.get_close_matches(arch, by_lower, n=1, cutoff=0.4)
+        hint = f" (did you mean '{by_lower[close[0]]}'?)" if close else f" (choose from {', '.join(names)})"
         raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r}{hint}; a plug-in is written "
                           f"'package.module:Name' or 'path/to/file.py:Name'")
     if local_weights:
