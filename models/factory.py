@@ -75,7 +75,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if local_weights:
         # MONAI's self-supervised Swin weights carry "module." or "swin_vit." before the encoder's own names
         prefixes = ("module.", "swinViT.", "swin_vit.", "encoder.") if arch == "swinunetr" else ("encoder.",)
-        _load_encoder_weights(encoder if encoder is not None else model, local_weights, prefixes)
+        if encoder is None:  # a plug-in: the weights are the whole model's (perhaps saved from DataParallel)
+            encoder, prefixes = model, ("module.",)
+        _load_encoder_weights(encoder, local_weights, prefixes)
     if cfg.head_prior is not None:
         _init_head_bias(model, num_classes, cfg.head_prior)
     return model

@@ -49,7 +49,7 @@ def crop_config(dataset_root, tmp_path_factory):
     def make(*extra: str):
         return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(dataset_root, cache) + [
             "data.image_size=128", "data.crop_size=64", "predict.mode=sliding", "predict.window=64",
-            "predict.overlap=0.5", "trainer.channels_last=false"] + list(extra))
+            "predict.overlap=0.25", "trainer.channels_last=false"] + list(extra))
     return make
 
 
@@ -153,6 +153,10 @@ def test_plugin_by_module_path(plugin_file, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin_file.parent))
     model = build_model(ModelConfig(arch="my_models:TinyNet", in_channels=3, params={"width": 5}), 29)
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 29, 16, 16)
+    torch.save(model.state_dict(), plugin_file.parent / "tiny.pt")  # its own weights, as a local weights file
+    again = build_model(ModelConfig(arch="my_models:TinyNet", in_channels=3, params={"width": 5},
+                                    encoder_weights=str(plugin_file.parent / "tiny.pt")), 29)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ConfigError) as error:  # Conv2d takes out_channels, not classes
         build_model(ModelConfig(arch="torch.nn:Conv2d", params={"kernel_size": 1}), 29)
     assert str(error.value).startswith("model.arch: torch.nn:Conv2d cannot be called with (in_channels, classes, "
