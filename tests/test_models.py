@@ -54,11 +54,11 @@ def crop_config(dataset_root, tmp_path_factory):
 
 
 @pytest.mark.parametrize(("arch", "encoder", "params"), CASES)
-@pytest.mark.parametrize("in_channels", [1, 3])
-def test_builds_forward_backward(arch, encoder, params, in_channels):
-    model = build_model(ModelConfig(arch=arch, encoder=encoder, in_channels=in_channels, params=params), 29)
+def test_three_channels_forward_backward_step(arch, encoder, params):
+    """3-channel inputs (an RGB-pretrained encoder kept as is); the 1-channel case trains in the test below."""
+    model = build_model(ModelConfig(arch=arch, encoder=encoder, in_channels=3, params=params), 29)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    out = model(torch.randn(2, in_channels, 64, 64))
+    out = model(torch.randn(2, 3, 64, 64))
     main = out[0] if isinstance(out, tuple) else out
     assert main.shape == (2, 29, 64, 64)
     build_loss(LossConfig(), "multilabel")(out, torch.rand(2, 29, 64, 64).round()).backward()
@@ -72,6 +72,8 @@ def test_builds_forward_backward(arch, encoder, params, in_channels):
 
 @pytest.mark.parametrize(("arch", "encoder", "params"), CASES)
 def test_trains_checkpoints_and_slides(crop_config, tmp_path, arch, encoder, params):
+    """1 channel, through the Trainer: a step on 64 px crops, a checkpoint round trip, a sliding-window prediction
+    of a 128 px image by the restored model."""
     cfg = crop_config(*model_overrides(arch, encoder, params))
     trainer = Trainer(cfg, tmp_path / "run", setup_runtime(cfg.trainer), progress=False)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -81,17 +83,16 @@ def test_trains_checkpoints_and_slides(crop_config, tmp_path, arch, encoder, par
 
     save_checkpoint(trainer._state(0, {}), tmp_path / "last.pt")
     state = load_checkpoint(tmp_path / "last.pt")
-    restored = build_model(from_dict(state["config"]).model, len(state["classes"]))
+    restored = build_model(from_dict(state["config"]).model, len(state["classes"])).eval()
     restored.load_state_dict(state["model"])
+    window = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(restored(window), trainer.model.eval()(window))
 
-    images = next(iter(trainer.val_loader))["image"]
-    assert images.shape[-1] == 128  # four 64 px windows per image, with overlap
-    trainer.model.eval()
-    expected = trainer.predictor(images)
-    probs = Predictor(restored.eval(), cfg.predict, trainer.runtime, cfg.data.mean, cfg.data.std,
-                      window=cfg.data.crop_size)(images)
-    assert probs.shape == (images.shape[0], 29, 128, 128) and probs.min() >= 0 and probs.max() <= 1
-    torch.testing.assert_close(probs, expected)
+    image = next(iter(trainer.val_loader))["image"][:1]
+    assert image.shape[-1] == 128  # 3 x 3 overlapping 64 px windows
+    probs = Predictor(restored, cfg.predict, trainer.runtime, cfg.data.mean, cfg.data.std)(image)
+    assert probs.shape == (1, 29, 128, 128) and probs.min() >= 0 and probs.max() <= 1
 
 
 def test_auxiliary_output_trained_with_its_weight_and_dropped_in_eval():
