@@ -2,10 +2,13 @@
 combined as a weighted sum; `ce` (cross-entropy with class weights and label smoothing) is multiclass only.
 
 BCE + Dice was the best published loss for this task; every term takes its smp keyword arguments in `params`.
+A term named "package.module:Name" or "path/to/file.py:Name" is the user's own: Name(**params) must return a
+callable(logits, target) -> scalar tensor.
 """
 from __future__ import annotations
 
 import difflib
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +17,7 @@ from torch import nn
 
 from utils.config import LossConfig
 from utils.errors import ConfigError
+from utils.plugins import call_plugin, is_plugin, load_plugin
 
 
 def _focal_tversky(mode, **params):
@@ -65,14 +69,33 @@ LOSSES = {
 MULTICLASS_LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy}  # one label per pixel only
 
 
+class PluginTerm(nn.Module):
+    """A user's loss callable held as a module (so that one of its own, with parameters, moves with the model)."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits, target):
+        return self.loss(logits, target)
+
+
 class WeightedSum(nn.Module):
-    def __init__(self, terms: list[tuple[str, float, nn.Module]]):
+    """The weighted terms; for a model with auxiliary heads, which trains on (main, aux, ...), the same sum on each
+    auxiliary output adds with weight `aux_weight`."""
+
+    def __init__(self, terms: list[tuple[str, float, nn.Module]], aux_weight: float = 0.4):
         super().__init__()
         self.names = [name for name, _, _ in terms]
         self.weights = [weight for _, weight, _ in terms]
         self.terms = nn.ModuleList(module for _, _, module in terms)
+        self.aux_weight = aux_weight
 
     def forward(self, logits, target):
+        if isinstance(logits, tuple | list):
+            main, *aux = logits
+            return self(main, target) + sum(self.aux_weight * self(a, target) for a in aux)
+        logits = logits.float()
         if target.dtype != torch.long:  # multiclass targets are class indices; multilabel ones 0/1 planes
             target = target.to(logits.dtype)
         return sum(w * term(logits, target) for w, term in zip(self.weights, self.terms))
@@ -85,16 +108,34 @@ def build_loss(cfg: LossConfig, mode: str) -> nn.Module:
     for i, term in enumerate(cfg.terms):
         key = f"loss.terms[{i}]"
         name = term.name.lower()
+        if is_plugin(term.name):
+            terms.append((term.name, term.weight, _plugin_term(term.name, term.params, f"{key}.name")))
+            continue
         registry = {**LOSSES, **MULTICLASS_LOSSES} if mode == "multiclass" else LOSSES
         if name in MULTICLASS_LOSSES and mode != "multiclass":
             raise ConfigError(f"{key}.name: {term.name!r} is a multiclass loss (task.mode: multiclass); use bce here")
         if name not in registry:
             close = difflib.get_close_matches(name, registry, n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from {', '.join(registry)})"
-            raise ConfigError(f"{key}.name: unknown loss {term.name!r}{hint}")
+            raise ConfigError(f"{key}.name: unknown loss {term.name!r}{hint}; a plug-in is written "
+                              f"'package.module:Name' or 'path/to/file.py:Name'")
         try:
             module = registry[name](mode, **term.params)
         except (TypeError, ValueError, AssertionError) as e:
             raise ConfigError(f"{key}.params: {' '.join(str(e).split())}") from None
         terms.append((name, term.weight, module))
-    return WeightedSum(terms)
+    return WeightedSum(terms, cfg.aux_weight)
+
+
+def _plugin_term(spec: str, params: dict, key: str) -> nn.Module:
+    loss = call_plugin(load_plugin(spec, key), key, spec, **params)
+    if not callable(loss):
+        raise ConfigError(f"{key}: {spec}(**params) returned a {type(loss).__name__}, not a callable(logits, target)")
+    try:
+        inspect.signature(loss).bind(None, None)
+    except TypeError as e:
+        raise ConfigError(f"{key}: {spec}(**params) returned a loss that cannot be called as (logits, target): {e}") \
+            from None
+    except ValueError:
+        pass
+    return loss if isinstance(loss, nn.Module) else PluginTerm(loss)

@@ -297,7 +297,7 @@ class Trainer:
         with sync:
             with self.runtime.autocast():
                 logits = self.train_model(x)
-            loss = self.loss_fn(logits.float(), y)
+            loss = self.loss_fn(logits, y)  # in float32; a tuple (main, aux...) from an auxiliary head
             self.scaler.scale(loss / t.accumulate).backward()
         # one host sync per batch to see a NaN/inf loss (as the fp16 GradScaler does for its gradients)
         self._window_finite = self._window_finite and bool(torch.isfinite(loss.detach()))

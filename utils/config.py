@@ -78,12 +78,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "UnetPlusPlus"  # any segmentation-models-pytorch architecture, or fcn_resnet50 / fcn_resnet101
-    encoder: str = "resnet34"  # any smp encoder or "tu-<timm name>"
+    arch: str = "UnetPlusPlus"  # smp arch, fcn_resnet50/101, SwinUNETR, EffiSegNet, HRNetOCR, or plug-in "module:Name"
+    encoder: str = "resnet34"  # any smp encoder or "tu-<timm name>"; HRNetOCR: hrnet_w18..w64; SwinUNETR: unused
     encoder_weights: str | None = None  # null, a hub name (e.g. imagenet, needs network), or a local file path
     in_channels: int = 1  # X-rays are grayscale
     head_prior: float | None = 0.01  # start the output bias at this foreground probability (null: framework default)
-    params: dict = field(default_factory=dict)  # extra keyword arguments for the architecture
+    params: dict = field(default_factory=dict)  # extra keyword arguments for the architecture (sizes, img_size)
 
 
 @dataclass
@@ -96,6 +96,7 @@ class LossTerm:
 @dataclass
 class LossConfig:
     terms: list[LossTerm] = field(default_factory=lambda: [LossTerm("bce"), LossTerm("dice")])
+    aux_weight: float = 0.4  # weight of the same loss on an auxiliary output (HRNetOCR's soft object regions)
 
 
 @dataclass
