@@ -142,8 +142,8 @@ def test_bad_input_is_one_line(run_dir, tmp_path):
     state = torch.load(run_dir / "best.pt", weights_only=True)
     state["classes"] = state["classes"][:-1]
     torch.save(state, tmp_path / "other.pt")
-    with pytest.raises(UserError, match="other.pt: the checkpoint's classes differ"):
+    with pytest.raises(UserError, match=r"other\.pt: the checkpoint's classes differ"):
         analyze_run(str(run_dir), checkpoint=str(tmp_path / "other.pt"), progress=False)
-    with pytest.raises(UserError, match="missing.pt: checkpoint not found"):
+    with pytest.raises(UserError, match=r"missing\.pt: checkpoint not found"):
         analyze_run(str(run_dir), checkpoint=str(tmp_path / "missing.pt"), progress=False)
 
