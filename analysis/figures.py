@@ -12,10 +12,17 @@ import numpy as np
 from trainer.thresholds import BINS
 
 
-def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+def save_png(fig, path: Path) -> Path:
+    """Written under a temporary name, then renamed: a crash never leaves a half-written PNG."""
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return path.name
+    tmp.replace(path)
+    return path
+
+
+def _save(fig, path: Path) -> str:
+    return save_png(fig, path).name
 
 
 def learning_curves(epochs: list[dict], path: Path) -> str:
@@ -109,5 +116,7 @@ def thresholds(curves: np.ndarray, classes: list[str], used: float, path: Path) 
 
 
 def image(rgb: np.ndarray, path: Path) -> str:
-    plt.imsave(path, rgb)
+    tmp = path.with_name(path.name + ".tmp")
+    plt.imsave(tmp, rgb, format="png")
+    tmp.replace(path)
     return path.name
