@@ -69,13 +69,14 @@ def test_backends_read_back_and_webhook(tiny_config, tmp_path, webhook, monkeypa
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name(cfg.logging.wandb_project).experiment_id])
-    assert run.info.status == "FINISHED" and run.info.run_name == cfg.name
+    assert run.info.status == "FINISHED" and run.info.run_name == f"{cfg.name}/tiny"
     assert run.data.params["optimizer.lr"] == "0.001" and run.data.params["data.image_size"] == "64"
     history = client.get_metric_history(run.info.run_id, "val_dice")
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([r["val_dice"] for r in records])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"best.pt", "config.yaml", "overlays"} <= artifacts
     assert len(client.list_artifacts(run.info.run_id, "overlays")) == 6
+    assert run.info.artifact_uri.startswith((tmp_path / "runs" / "mlartifacts").as_uri())
 
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
@@ -105,6 +106,20 @@ def test_dead_webhook_and_failing_backend_do_not_stop_training(tiny_config, tmp_
     assert "warning: notification not sent (TimeoutError" in err or "timed out" in err
     assert "webhook: <redacted>" in (tmp_path / "run" / "config.yaml").read_text()
     assert files_containing(tmp_path, "T000-SECRET-TOKEN") == []
+
+
+def test_crash_is_notified_with_the_last_line(tiny_config, tmp_path, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("TEST_HOOK_URL", url)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA error\nout of memory")
+
+    monkeypatch.setattr(Trainer, "train_step", fail)
+    with pytest.raises(RuntimeError):
+        fit(tiny_config("logging.notify={webhook: '${TEST_HOOK_URL}', events: [crash]}"), tmp_path / "run")
+    assert [m["event"] for m in received] == ["crashed"]
+    assert received[0]["error"] == "RuntimeError: out of memory" and "out of memory" in received[0]["text"]
 
 
 def test_missing_package_fails_before_any_work(tiny_config, tmp_path, monkeypatch):

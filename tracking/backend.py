@@ -27,6 +27,11 @@ def flat_params(cfg: Config) -> dict[str, str]:
     return out
 
 
+def run_name(cfg: Config, run_dir: Path) -> str:
+    """The config's name, with the run folder when it differs (k-fold: `demo/fold2`)."""
+    return cfg.name if run_dir.name == cfg.name else f"{cfg.name}/{run_dir.name}"
+
+
 def epoch_metrics(record: dict) -> dict[str, float]:
     """The numbers of a metrics.jsonl record, per-class Dice as `val_dice/<class>`; missing values left out."""
     out = {k: float(record[k]) for k in ("train_loss", "lr", "val_dice", "best_dice", "seconds")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from tracking.backend import Backend
+from tracking.backend import Backend, run_name
 
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
 
@@ -24,15 +25,24 @@ def tracking_uri(mlflow_uri: str | None, run_dir) -> str:
     return f"sqlite:///{(run_dir.resolve().parent / 'mlflow.db').as_posix()}"
 
 
+def artifact_location(uri: str) -> str | None:
+    """For an SQLite store: `mlartifacts/` beside the database (MLflow's default is ./mlruns in the working
+    directory); for a server: its own default (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 class MlflowBackend(Backend):
     name = "mlflow"
 
     def open(self, params: dict[str, str]) -> None:
-        self.client = MlflowClient(tracking_uri(self.cfg.logging.mlflow_uri, self.run_dir))
+        uri = tracking_uri(self.cfg.logging.mlflow_uri, self.run_dir)
+        self.client = MlflowClient(uri)
         experiment = self.client.get_experiment_by_name(self.cfg.logging.wandb_project)
         experiment_id = (experiment.experiment_id if experiment is not None
-                         else self.client.create_experiment(self.cfg.logging.wandb_project))
-        self.run_id = self.client.create_run(experiment_id, run_name=self.cfg.name,
+                         else self.client.create_experiment(self.cfg.logging.wandb_project, artifact_location(uri)))
+        self.run_id = self.client.create_run(experiment_id, run_name=run_name(self.cfg, self.run_dir),
                                              tags={"run_dir": str(self.run_dir.resolve())}).info.run_id
         items = [Param(k, v[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters per batch
