@@ -38,8 +38,8 @@ def _run_row(folder: Path, label: str) -> dict:
             "config": {k: v for k, v in _flat(to_dict(run.cfg)).items() if not k.startswith(IGNORED_PREFIXES)}}
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}"
+def _mean_std(values: list[float], spec: str = ".4f") -> str:
+    return f"{statistics.fmean(values):{spec}} ± {statistics.pstdev(values):{spec}}"
 
 
 def collect_rows(folders: list[str]) -> list[dict]:
@@ -55,7 +55,7 @@ def collect_rows(folders: list[str]) -> list[dict]:
             mean = {"run": f"{folder.name} (mean ± std)", "val_dice": _mean_std([r["val_dice"] for r in fold_rows]),
                     "per_class": {c: _mean_std([r["per_class"].get(c, float("nan")) for r in fold_rows])
                                   for c in classes},
-                    "epochs": _mean_std([r["epochs"] for r in fold_rows]).replace(".0000", ""),
+                    "epochs": _mean_std([r["epochs"] for r in fold_rows], ".1f"),
                     "best_epoch": "", "minutes": sum(r["minutes"] for r in fold_rows),
                     "config": {k: v for k, v in fold_rows[0]["config"].items() if k != "data.fold"}}
             rows += fold_rows + [mean]

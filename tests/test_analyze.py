@@ -102,11 +102,12 @@ def test_boundary_error_on_hand_made_masks():
     assert boundary(np.ones((3, 3), bool)).sum() == 8  # the image border counts as background
 
 
-def _fake_run(folder, source, lr: float, dice: float):
+def _fake_run(folder, source, lr: float, dice: float, fold: int = 0):
     """A copy of `source` with another learning rate in its config and another score in its metrics."""
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.pt", "report"))
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
     cfg["optimizer"]["lr"] = lr
+    cfg["data"]["fold"] = fold
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     for r in records:
@@ -119,15 +120,16 @@ def test_compare_runs_and_kfold(run_dir, tmp_path):
     _fake_run(tmp_path / "lr_low", run_dir, 1e-4, 0.5)
     kfold = tmp_path / "kfold"
     _fake_run(kfold / "fold0", run_dir, 3e-4, 0.6)
-    _fake_run(kfold / "fold1", run_dir, 3e-4, 0.8)
+    _fake_run(kfold / "fold1", run_dir, 3e-4, 0.8, fold=1)
     (kfold / "folds.json").write_text("{}")
     md, csv_path, page = write_comparison([str(run_dir), str(tmp_path / "lr_low"), str(kfold)], tmp_path / "cmp")
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["run"] for r in rows] == ["run", "lr_low", "kfold/fold0", "kfold/fold1", "kfold (mean ± std)"]
-    assert "data.fold" not in rows[0]  # the same in every run: not a column
+    assert [r["data.fold"] for r in rows] == ["0", "0", "0", "1", ""]
+    assert "model.arch" not in rows[0]  # the same in every run: not a column
     assert [r["optimizer.lr"] for r in rows] == ["0.001", "0.0001", "0.0003", "0.0003", "0.0003"]
     assert rows[1]["best val Dice"] == "0.5000" and rows[4]["best val Dice"] == "0.7000 ± 0.1000"
-    assert rows[4]["Radius"] == "0.7000 ± 0.1000"
+    assert rows[4]["Radius"] == "0.7000 ± 0.1000" and rows[4]["epochs"] == "1.0 ± 0.0"
     assert "| kfold (mean ± std) |" in md.read_text() and "<td>0.7000 ± 0.1000</td>" in page.read_text()
 
 

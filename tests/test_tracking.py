@@ -129,6 +129,12 @@ def test_missing_package_fails_before_any_work(tiny_config, tmp_path, monkeypatc
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
+def test_backends_only_on_rank_zero(tiny_config, tmp_path):
+    cfg = tiny_config("logging.backends=[tensorboard, mlflow]")
+    assert tracking.build_tracking(cfg, tmp_path, is_main=False) == []
+    assert [b.name for b in tracking.build_tracking(cfg, tmp_path, is_main=True)] == ["tensorboard", "mlflow"]
+
+
 def test_unset_webhook_variable_is_a_config_error(tiny_config, tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_HOOK", raising=False)
     with pytest.raises(ConfigError, match="environment variable NO_SUCH_HOOK is not set"):
