@@ -149,3 +149,15 @@ def test_bad_input_is_one_line(run_dir, tmp_path):
     with pytest.raises(UserError, match=r"missing\.pt: checkpoint not found"):
         analyze_run(str(run_dir), checkpoint=str(tmp_path / "missing.pt"), progress=False)
 
+
+def test_empty_validation_fold_is_an_error(run_dir, monkeypatch):
+    import dataclasses
+
+    import analysis.analyze_run
+
+    real = analysis.analyze_run.prepare_fold
+    monkeypatch.setattr(analysis.analyze_run, "prepare_fold", lambda *args: dataclasses.replace(
+        real(*args), val_indices=np.array([], dtype=np.int64)))
+    with pytest.raises(UserError, match=r"the validation fold 0 of 3 is empty"):
+        analyze_run(str(run_dir), progress=False)
+
