@@ -139,3 +139,13 @@ def test_unset_webhook_variable_is_a_config_error(tiny_config, tmp_path, monkeyp
     monkeypatch.delenv("NO_SUCH_HOOK", raising=False)
     with pytest.raises(ConfigError, match="environment variable NO_SUCH_HOOK is not set"):
         fit(tiny_config("logging.notify={webhook: '${NO_SUCH_HOOK}'}"), tmp_path / "run")
+
+
+def test_old_wandb_key_still_loads(tiny_config):
+    from utils.config import from_dict, to_dict
+
+    raw = to_dict(tiny_config())
+    raw["logging"] = {"wandb": True, "wandb_project": "p"}  # as saved in checkpoints before logging.backends
+    assert from_dict(raw).logging.backends == ["wandb"]
+    raw["logging"] = {"wandb": False}
+    assert from_dict(raw).logging.backends == []

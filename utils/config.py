@@ -209,12 +209,20 @@ def from_dict(raw: dict, source: str = "config", overrides: list[str] = ()) -> C
     raw = copy.deepcopy(raw)
     for item in overrides:
         _apply_override(raw, item)
+    _upgrade_logging_keys(raw)
     try:
         cfg = _build(Config, raw, "")
         _check_semantics(cfg)
         return cfg
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def _upgrade_logging_keys(raw: dict) -> None:
+    """Configs and checkpoints written before `logging.backends` still load: `logging.wandb: true` is wandb."""
+    section = raw.get("logging")
+    if isinstance(section, dict) and section.pop("wandb", None) is True:
+        section.setdefault("backends", ["wandb"])
 
 
 def to_dict(cfg: Config) -> dict:
