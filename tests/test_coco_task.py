@@ -184,8 +184,15 @@ def test_coco_pseudo_labels_roundtrip(trash_root, tmp_path):
 
 
 def test_pseudo_label_cli_writes_a_trainable_coco_json(trash_root, tmp_path):
-    cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + ["trainer.epochs=1"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
+        "trainer.epochs=1", "logging.backends=[tensorboard]", "logging.image_every=1"])
     fit(cfg, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    events = EventAccumulator(str(tmp_path / "run")).Reload()  # tracking logs the multiclass numbers too
+    assert events.Scalars("val_miou")[0].value == pytest.approx(record["val_miou"])
+    assert events.Scalars("val_pixel_accuracy")[0].value == pytest.approx(record["val_pixel_accuracy"])
     out = tmp_path / "pseudo.json"
     done = run("pseudo_label.py", "--checkpoints", tmp_path / "run" / "best.pt", "--out", out, "--min-confidence",
                "0", "--workers", "0")

@@ -18,6 +18,7 @@ from data.pipeline import FoldData, prepare_fold
 from losses.factory import build_loss
 from models.factory import build_model
 from schedulers.factory import Schedule
+from tracking import build_tracking
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
@@ -44,6 +45,7 @@ class Trainer:
         self.progress = progress and runtime.is_main
         self.classes = list(cfg.task.classes)
         self.mode = build_mode(cfg.task.mode)  # activation, loss mode, metric: the trainer never tests the mode
+        tracking = build_tracking(cfg, self.run_dir, runtime.is_main)  # a missing package fails before any work
         seed_everything(cfg.trainer.seed)
 
         self.data: FoldData = prepare_fold(cfg, runtime, self.progress)
@@ -80,8 +82,8 @@ class Trainer:
         if runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = RunLogger(self.run_dir, cfg, enabled=runtime.is_main)
-        self.callbacks = CallbackList(callbacks)
+        self.logger = RunLogger(self.run_dir, enabled=runtime.is_main)
+        self.callbacks = CallbackList([*callbacks, *tracking])
 
     # ------------------------------------------------------------------------------------------- data
 
@@ -149,9 +151,7 @@ class Trainer:
             result = self._fit_epochs()
         except BaseException as e:
             self._emit("on_crash", e)
-            self.logger.close()
             raise
-        self.logger.close()
         self._emit("on_end", result)
         return result
 

@@ -184,10 +184,21 @@ class PredictConfig:
 
 
 @dataclass
+class NotifyConfig:
+    """Slack-compatible webhook messages; the URL is a secret: give it as ${ENV_VAR} (saved files redact a literal)."""
+    webhook: str = ""
+    events: list[Literal["start", "end", "crash", "best"]] = field(default_factory=lambda: ["start", "end", "crash"])
+
+
+@dataclass
 class LoggingConfig:
-    wandb: bool = False
-    wandb_project: str = "hand-bone-segmentation"
+    """Tracking (tracking/): metrics.jsonl is always written; these backends receive the same, on rank 0."""
+    backends: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=list)
+    image_every: int = 5  # validation overlays every N validations (0: none)
+    mlflow_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<run dir's parent>/mlflow.db
+    wandb_project: str = "hand-bone-segmentation"  # wandb project and MLflow experiment name
     wandb_mode: Literal["online", "offline"] | None = None  # null: online when a key is configured, else offline
+    notify: NotifyConfig | None = None
 
 
 @dataclass
@@ -237,6 +248,7 @@ def from_dict(raw: dict, source: str = "config", overrides: list[str] = ()) -> C
     raw = copy.deepcopy(raw)
     for item in overrides:
         _apply_override(raw, item)
+    _upgrade_logging_keys(raw)
     try:
         cfg = _build(Config, raw, "")
         _check_semantics(cfg)
@@ -245,8 +257,24 @@ def from_dict(raw: dict, source: str = "config", overrides: list[str] = ()) -> C
         raise ConfigError(f"{source}: {e}") from None
 
 
+def _upgrade_logging_keys(raw: dict) -> None:
+    """Configs and checkpoints written before `logging.backends` still load: `logging.wandb: true` is wandb."""
+    section = raw.get("logging")
+    if isinstance(section, dict) and section.pop("wandb", None) is True:
+        section.setdefault("backends", ["wandb"])
+
+
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain data, for every saved copy: a literal webhook URL (a secret) is redacted."""
+    raw = dataclasses.asdict(cfg)
+    notify = raw["logging"]["notify"]
+    if notify and notify["webhook"] and not _ENV_REF.fullmatch(notify["webhook"]):
+        notify["webhook"] = REDACTED
+    return raw
+
+
+REDACTED = "<redacted>"
+_ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")  # ${ENV_VAR}: kept, the value is read when posting
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -438,6 +466,10 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError(f"averaging.swa_start: must be in [0, 1), got {a.swa_start}")
     if cfg.model.head_prior is not None and not 0.0 < cfg.model.head_prior < 1.0:
         raise ConfigError(f"model.head_prior: must be between 0 and 1, got {cfg.model.head_prior}")
+    if cfg.logging.image_every < 0:
+        raise ConfigError(f"logging.image_every: must be >= 0, got {cfg.logging.image_every}")
+    if cfg.logging.notify is not None and not cfg.logging.notify.webhook:
+        raise ConfigError("logging.notify.webhook: give the URL, or ${ENV_VAR} naming a variable that holds it")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr: must be positive, got {cfg.optimizer.lr}")
     _check_ranges(cfg)

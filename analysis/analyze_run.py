@@ -1,0 +1,31 @@
+"""analyze.py --run: from a run directory to its report (the steps, each checked; the figures in report.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from analysis.evaluate import analyze_fold
+from analysis.report import write_report
+from analysis.run import open_run
+from data.pipeline import prepare_fold
+from trainer.checkpoint import load_checkpoint
+from trainer.inference import load_member
+from trainer.runtime import setup_runtime
+
+MISMATCH = 0.02  # recomputed vs logged best Dice beyond this: warn that data or checkpoint may not be the run's
+
+
+def analyze_run(run_dir: str, checkpoint: str | None = None, data_root: str | None = None, k_worst: int = 6,
+                cleansing: int = 6, progress: bool = True) -> Path:
+    run = open_run(run_dir, data_root)
+    path = Path(checkpoint) if checkpoint else run.folder / "best.pt"
+    state = load_checkpoint(path)
+    runtime = setup_runtime(run.cfg.trainer)
+    member = load_member(path, run.cfg, runtime, state=state)
+    data = prepare_fold(run.cfg, runtime, progress)
+    analysis = analyze_fold(member, data, runtime, k_worst, cleansing, progress)
+    recomputed, best = float(analysis.dice_matrix.mean()), run.best
+    if checkpoint is None and best is not None and abs(recomputed - best["val_dice"]) > MISMATCH:
+        print(f"warning: {path}: recomputed validation Dice {recomputed:.4f} differs from the best in metrics.jsonl "
+              f"({best['val_dice']:.4f}): is {run.cfg.data.root} the run's data?", file=sys.stderr)
+    return write_report(run, analysis, path, run.folder / "report")

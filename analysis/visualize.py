@@ -1,0 +1,93 @@
+"""Grid pictures for visualize.py: the training pipeline's augmentations (CPU then GPU transforms, several draws
+per image, masks overlaid) and a submission CSV's masks on its test images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from analysis.figures import save_png
+from analysis.overlay import color_masks, shrink
+from data.dataset import TrainDataset, unpack_mask_bits
+from data.handbone import read_image, scan_split
+from data.pipeline import prepare_fold
+from transforms.cpu import build_cpu_transforms
+from transforms.gpu import build_gpu_transforms
+from utils.config import Config
+from utils.errors import DataError
+from utils.rle import decode_rle
+from utils.submission import read_submission
+
+TILE = 384  # longer side of one tile (pixels)
+
+
+def _grid(tiles: list[list[np.ndarray]], titles: list[list[str]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(tiles), max(len(r) for r in tiles)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (row, names) in enumerate(zip(tiles, titles)):
+        for c, (tile, name) in enumerate(zip(row, names)):
+            axes[r][c].imshow(tile)
+            axes[r][c].set_title(name, fontsize=7)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def augment_tiles(cfg: Config, runtime, n_images: int, draws: int, progress: bool = True
+                  ) -> tuple[list[list[np.ndarray]], list[list[str]]]:
+    """Rows: training images; columns: independent draws of data.crop_size, transforms.train and transforms.gpu."""
+    data = prepare_fold(cfg, runtime, progress)
+    indices = data.train_indices[:n_images]
+    dataset = TrainDataset(data.cache, indices, build_cpu_transforms(cfg.transforms.train, "transforms.train"),
+                           cfg.data.crop_size)
+    gpu = build_gpu_transforms(cfg.transforms.gpu, "transforms.gpu")
+    tiles, titles = [], []
+    for n, index in enumerate(indices):
+        row = []
+        for _ in range(draws):
+            item = dataset[n]
+            image = item["image"][None].to(runtime.device).float().div_(255)
+            if "mask_bits" in item:
+                mask = unpack_mask_bits(item["mask_bits"].to(runtime.device), image.shape[-1])[None].float()
+            else:
+                mask = item["mask"][None].to(runtime.device).float()
+            if gpu is not None:
+                image, mask = gpu(image, mask)
+            pixels = image[0, 0].mul(255).clamp(0, 255).byte().cpu().numpy()
+            row.append(color_masks(shrink(pixels, TILE), shrink(mask[0] > 0.5, TILE).cpu().numpy()))
+        tiles.append(row)
+        titles.append([f"{data.cache.keys[int(index)]} #{d + 1}" for d in range(draws)])
+    return tiles, titles
+
+
+def augment_grid(cfg: Config, runtime, n_images: int, draws: int, out: Path, progress: bool = True) -> Path:
+    return _grid(*augment_tiles(cfg, runtime, n_images, draws, progress), out)
+
+
+def submission_tiles(csv_path: str, data_root: str, classes: list[str], n_images: int
+                     ) -> tuple[list[np.ndarray], list[str]]:
+    """The first n images of a submission, each mask decoded at its test image's size and overlaid."""
+    rles = read_submission(csv_path, classes)
+    samples = {Path(s.key).name: s for s in scan_split(data_root, "test")}
+    tiles, titles = [], []
+    for name in list(rles)[:n_images]:
+        if name not in samples:
+            raise DataError(f"{csv_path}: image {name!r} is not a test image of {data_root}")
+        image = read_image(samples[name].image)
+        try:
+            masks = np.stack([decode_rle(rle, *image.shape) for rle in rles[name]]).astype(bool)
+        except ValueError as e:
+            raise DataError(f"{csv_path}: image {name!r}: {e}") from None
+        tiles.append(color_masks(shrink(image, TILE), shrink(masks, TILE)))
+        titles.append(name)
+    return tiles, titles
+
+
+def submission_grid(csv_path: str, data_root: str, classes: list[str], n_images: int, out: Path) -> Path:
+    tiles, titles = submission_tiles(csv_path, data_root, classes, n_images)
+    cols = min(4, len(tiles)) or 1
+    return _grid([tiles[i:i + cols] for i in range(0, len(tiles), cols)],
+                 [titles[i:i + cols] for i in range(0, len(titles), cols)], out)

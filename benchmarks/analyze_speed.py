@@ -1,0 +1,101 @@
+"""analyze.py's cost against one validation pass of the trainer, side by side in one run, on the same fold and
+checkpoint, and the host memory (RSS) the analysis adds while it runs.
+
+  validation: Trainer.validate (predict, upsample to full size, score), what every validated epoch costs;
+  analysis:   analysis.evaluate.analyze_fold without and with the training-image pass (--cleansing), then the
+              figures and the page (write_report).
+
+    python benchmarks/analyze_speed.py --run runs/demo [--data ROOT]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.evaluate import analyze_fold
+from analysis.report import write_report
+from analysis.run import open_run
+from trainer.checkpoint import load_checkpoint, unwrap
+from trainer.inference import load_member
+from trainer.runtime import setup_runtime
+from trainer.trainer import Trainer
+
+
+class PeakRss:
+    """Samples the process's resident memory every 20 ms (torch's allocations are invisible to tracemalloc)."""
+
+    def __init__(self):
+        self.start = self.peak = self.read()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def read() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.read())
+            time.sleep(0.02)
+
+    def stop(self) -> float:
+        self.running = False
+        self.thread.join()
+        return (self.peak - self.start) / 2**20
+
+
+def timed(fn):
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True)
+    p.add_argument("--data")
+    p.add_argument("--cleansing", type=int, default=6)
+    args = p.parse_args()
+
+    run = open_run(args.run, args.data)
+    runtime = setup_runtime(run.cfg.trainer)
+    checkpoint = run.folder / "best.pt"
+    state = load_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(run.cfg, Path(tmp) / "run", runtime, progress=False)
+        unwrap(trainer.model).load_state_dict(state.get("averaged", state["model"]))
+        trainer.validate()  # warm-up: the first pass pays for page faults of the cache
+        (score, _), t_val = timed(trainer.validate)
+    member = load_member(checkpoint, run.cfg, runtime, state=state)
+    data = trainer.data
+    n_val, n_train = len(data.val_indices), len(data.train_indices)
+    memory = PeakRss()
+    fold, t_fold = timed(lambda: analyze_fold(member, data, runtime, 6, 0, progress=False))
+    rss_fold = memory.stop()
+    memory = PeakRss()
+    fold, t_full = timed(lambda: analyze_fold(member, data, runtime, 6, args.cleansing, progress=False))
+    rss_full = memory.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        _, t_page = timed(lambda: write_report(run, fold, checkpoint, Path(tmp)))
+    print(f"{run.folder}: {n_val} validation images, {n_train} training images, {runtime.device}, "
+          f"validation Dice {score:.4f} (report: {fold.dice_matrix.mean():.4f})")
+    print("| step | seconds | x one validation pass | RSS added (MiB) |")
+    print("|---|---:|---:|---:|")
+    print(f"| Trainer.validate (one validation pass) | {t_val:.2f} | 1.00 | |")
+    print(f"| analyze_fold, validation fold only (--cleansing 0) | {t_fold:.2f} | {t_fold / t_val:.2f} | "
+          f"{rss_fold:.0f} |")
+    print(f"| analyze_fold with {args.cleansing} cleansing candidates (all training images) | {t_full:.2f} | "
+          f"{t_full / t_val:.2f} | {rss_full:.0f} |")
+    print(f"| figures and page (write_report) | {t_page:.2f} | {t_page / t_val:.2f} | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Weights & Biases: online when an API key is configured, else offline under the run directory (`wandb sync`
+later), because training machines often have no network."""
+from __future__ import annotations
+
+import netrc
+import os
+
+import numpy as np
+import wandb
+
+from tracking.backend import Backend, run_name
+
+
+def has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+class WandbBackend(Backend):
+    name = "wandb"
+
+    def open(self, params: dict[str, str]) -> None:
+        mode = self.cfg.logging.wandb_mode or ("online" if has_wandb_key() else "offline")
+        self.run = wandb.init(project=self.cfg.logging.wandb_project, name=run_name(self.cfg, self.run_dir),
+                              config=params, dir=str(self.run_dir), mode=mode, reinit="create_new")
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def log_images(self, images: dict[str, np.ndarray], step: int) -> None:
+        self.run.log({key: wandb.Image(image) for key, image in images.items()}, step=step)
+
+    def close(self, summary: dict, failed: bool) -> None:
+        self.run.summary.update(summary)
+        self.run.finish(exit_code=1 if failed else 0)
