@@ -1,0 +1,199 @@
+"""Full-size masks at a cost that follows the bones, not the image.
+
+Bilinear upsampling (align_corners=False) makes every full-size pixel a convex combination of at most 2x2
+model-resolution cells, so `p > t` can only hold next to a cell above t. Per class, the cells above t (less a
+rounding margin) give a box of full-size rows and columns; only that box is computed, and everything outside is
+known to be <= t without being allocated. Masks, Dice counts, threshold histograms, confidences and RLE text all
+come from the boxes (FullSizeProbs), for validation, inference, ensembles, pseudo-labels and threshold tuning.
+
+Exactness: inside a box the values are F.interpolate's bit for bit on the CPU. Why this is hand-written: no
+torch op interpolates a sub-window of the full-size grid (F.interpolate of a crop has other coordinates), so
+aten's CPU kernel (UpSampleKernel.cpp, non-separable, float32) is mirrored: source index
+fma(in/out, i + 0.5, -0.5) clamped at 0, lambda = src - floor(src), weights (1 - lambda, lambda); per pixel the
+width is interpolated first, then the height, each as fma(x0, w0, x1 * w1) (the contraction the compiler makes
+of `t0 * w0 + t1 * w1`). The fma is emulated in float64 (product exact, one rounding to float32 after a float64
+sum), which can differ from a true fma only on a double-rounding tie; tests bound the mask pixels that differ
+from the old path (0 observed, <= 1e-6 allowed). On CUDA the kernel's contraction is the compiler's choice, so
+there only the same bound is claimed. A channels-last probability map goes through another aten kernel; the
+values here are those of the contiguous one.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+MARGIN = 1e-5  # cells above t - MARGIN count as hot: covers float rounding of weights that sum to 1 + ulp
+
+
+@functools.lru_cache(maxsize=64)
+def axis_table(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """torch's 1-D linear interpolation from size_in to size_out: (lo, hi) int64 and (w_lo, w_hi) float32."""
+    out = np.arange(size_out)
+    if size_in == size_out:
+        return out, out, np.ones(size_out, np.float32), np.zeros(size_out, np.float32)
+    scale = np.float32(size_in) / np.float32(size_out)
+    src = (np.float64(scale) * (out + 0.5) - 0.5).astype(np.float32)  # one rounding: fma
+    src = np.maximum(src, np.float32(0))
+    lo = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
+    lam = np.clip(src - lo.astype(np.float32), 0, 1).astype(np.float32)
+    hi = np.minimum(lo + 1, size_in - 1)
+    return lo, hi, np.float32(1) - lam, lam
+
+
+@functools.lru_cache(maxsize=64)
+def _device_table(size_in: int, size_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    lo, hi, w_lo, w_hi = axis_table(size_in, size_out)
+    return tuple(torch.from_numpy(a).to(device) for a in (lo, hi, w_lo, w_hi))
+
+
+def _fma_pair(x0: torch.Tensor, w0: torch.Tensor, x1: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """float32 fma(x0, w0, x1 * w1): x0 * w0 is exact in float64, the sum is rounded to float32 once more."""
+    return (x0.double() * w0.double()).add_((x1 * w1).double()).float()
+
+
+def upsample_box(p: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
+    """(h, w) map -> its bilinear upsampling to `size`, rows r0:r1 and columns c0:c1 only, as F.interpolate."""
+    r0, r1, c0, c1 = box
+    h, w = p.shape
+    if (h, w) == tuple(size):
+        return p[r0:r1, c0:c1].clone()
+    lo_r, hi_r = axis_table(h, size[0])[:2]
+    a0, a1 = int(lo_r[r0]), int(hi_r[r1 - 1]) + 1  # the model-resolution rows the box reads
+    rows = p[a0:a1]
+    clo, chi, cw0, cw1 = (t[c0:c1] for t in _device_table(w, size[1], p.device))
+    across = _fma_pair(rows[:, clo], cw0, rows[:, chi], cw1)  # (a1 - a0, c1 - c0)
+    rlo, rhi, rw0, rw1 = (t[r0:r1] for t in _device_table(h, size[0], p.device))
+    return _fma_pair(across[rlo - a0], rw0[:, None], across[rhi - a0], rw1[:, None])
+
+
+def _hot_lines(hot: torch.Tensor, size_out: int) -> torch.Tensor:
+    """(C, n) hot model-resolution lines -> (C, size_out) full-size lines that read one of them."""
+    lo, hi = _device_table(hot.shape[1], size_out, hot.device)[:2]
+    return hot[:, lo] | hot[:, hi]
+
+
+def _first_last(lines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.arange(lines.shape[1], device=lines.device)
+    first = torch.where(lines, idx, lines.shape[1]).amin(1)
+    last = torch.where(lines, idx, -1).amax(1)
+    return first, last + 1
+
+
+class FullSizeProbs:
+    """One image's weighted mean of members' probabilities at its own size, computed only where asked.
+
+    `parts`: (probabilities (C, h, w) at each member's resolution, weight). The mean is formed as the old path did
+    (each member upsampled and multiplied by its weight, summed in order, divided by the total weight), so the
+    values inside a box are the old full-size values.
+    """
+
+    def __init__(self, parts: list[tuple[torch.Tensor, float]], size: tuple[int, int]):
+        self.parts = parts
+        self.size = (int(size[0]), int(size[1]))
+        self.total_weight = sum(w for _, w in parts)
+        self.num_classes = parts[0][0].shape[0]
+        self.device = parts[0][0].device
+
+    @classmethod
+    def of(cls, probs) -> FullSizeProbs:
+        """Full-size (C, H, W) probabilities (a tensor or an array) as FullSizeProbs (boxes are plain slices)."""
+        probs = torch.from_numpy(np.asarray(probs)) if not isinstance(probs, torch.Tensor) else probs
+        return cls([(probs.float(), 1.0)], tuple(probs.shape[-2:]))
+
+    def boxes(self, thresholds) -> list[tuple[int, int, int, int] | None]:
+        """Per class, the full-size box (r0, r1, c0, c1) outside which every pixel is <= its threshold, or None."""
+        t = torch.as_tensor(thresholds, dtype=torch.float32, device=self.device).reshape(-1)
+        t = t.expand(self.num_classes).view(-1, 1, 1) - MARGIN
+        rows = cols = None
+        for p, _ in self.parts:
+            hot = p > t
+            r = _hot_lines(hot.any(2), self.size[0])
+            c = _hot_lines(hot.any(1), self.size[1])
+            rows, cols = (r, c) if rows is None else (rows | r, cols | c)
+        bounds = torch.stack([*_first_last(rows), *_first_last(cols)], 1).tolist()  # one synchronisation
+        return [tuple(b) if b[0] < b[1] and b[2] < b[3] else None for b in bounds]
+
+    def crop(self, c: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """Class c's mean probabilities inside `box`, float32, equal to the full-size map's values there."""
+        mean = None
+        for p, weight in self.parts:
+            v = upsample_box(p[c], self.size, box)
+            if weight != 1.0:
+                v = v.mul_(weight)
+            mean = v if mean is None else mean.add_(v)
+        return mean.div_(self.total_weight) if self.total_weight != 1.0 else mean
+
+    def masks(self, thresholds) -> list[tuple[tuple[int, int, int, int], torch.Tensor] | None]:
+        """Per class, (box, `probs > threshold` inside it) or None where the mask is empty for sure.
+
+        `thresholds`: a float or a (C,) tensor, compared as the old path compared the full-size map."""
+        per_class = isinstance(thresholds, torch.Tensor) and thresholds.numel() > 1
+        out = []
+        for c, box in enumerate(self.boxes(thresholds)):
+            t = thresholds.reshape(-1)[c].to(self.device) if per_class else thresholds
+            out.append(None if box is None else (box, self.crop(c, box) > t))
+        return out
+
+    def full(self) -> torch.Tensor:
+        """The whole (C, H, W) map (the reference's values; for tests and small images)."""
+        box = (0, self.size[0], 0, self.size[1])
+        return torch.stack([self.crop(c, box) for c in range(self.num_classes)])
+
+    def confidence(self) -> float:
+        """0.5 + mean over classes and pixels of |p - 0.5|, without the full-size map.
+
+        Outside the boxes for 0.5 every pixel is <= 0.5, so there |p - 0.5| = 0.5 - p, and the sum of p over the
+        whole image is linear in the model-resolution maps (row and column weight sums). Equal to data.pseudo's
+        confidence of the full map up to float64 rounding of the sums (~1e-9)."""
+        inside_abs = inside_sum = 0.0
+        inside_count = 0
+        for c, box in enumerate(self.boxes(0.5)):
+            if box is not None:
+                v = self.crop(c, box)
+                inside_abs += float((v - 0.5).abs_().sum(dtype=torch.float64))
+                inside_sum += float(v.sum(dtype=torch.float64))
+                inside_count += v.numel()
+        n = self.num_classes * self.size[0] * self.size[1]
+        outside = 0.5 * (n - inside_count) - (self._total_sum() - inside_sum)
+        return 0.5 + (inside_abs + outside) / n
+
+    def _total_sum(self) -> float:
+        """Sum of the mean map over all classes and full-size pixels, from the model-resolution maps."""
+        total = 0.0
+        for p, weight in self.parts:
+            h, w = p.shape[-2:]
+            line_weights = []
+            for n_in, n_out in ((h, self.size[0]), (w, self.size[1])):
+                lo, hi, w_lo, w_hi = axis_table(n_in, n_out)
+                sums = np.bincount(lo, w_lo.astype(np.float64), n_in) + np.bincount(hi, w_hi.astype(np.float64), n_in)
+                line_weights.append(torch.from_numpy(sums).to(p.device))
+            total += weight * float(torch.einsum("cab,a,b->", p.double(), *line_weights))
+        return total / self.total_weight
+
+
+def bits_count(bits: np.ndarray) -> np.ndarray:
+    """Set bits per class of packed (C, H, W/8) masks: the truth's areas without unpacking them."""
+    return np.bitwise_count(bits).reshape(bits.shape[0], -1).sum(1, dtype=np.int64)
+
+
+def unpack_box(bits: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """(H, W/8) packed mask (numpy's big-endian bit order) -> the (r1 - r0, c1 - c0) bool crop of `box`."""
+    r0, r1, c0, c1 = box
+    block = np.unpackbits(bits[r0:r1, c0 // 8:(c1 + 7) // 8], axis=1)
+    return block[:, c0 % 8:c0 % 8 + c1 - c0].view(bool)
+
+
+def dice_counts(probs: FullSizeProbs, threshold, bits: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Per class (intersection, predicted area, true area), float64, of `probs > threshold` and the packed
+    (C, H, W/8) truth: the mask is only looked at inside the boxes, the truth's area comes from its bits."""
+    inter = torch.zeros(probs.num_classes, dtype=torch.float64)
+    area = torch.zeros(probs.num_classes, dtype=torch.float64)
+    for c, item in enumerate(probs.masks(threshold)):
+        if item is not None:
+            box, mask = item
+            mask = mask.cpu()
+            inter[c] = float((mask & torch.from_numpy(unpack_box(bits[c], box))).sum())
+            area[c] = float(mask.sum())
+    return inter, area, torch.from_numpy(bits_count(bits).astype(np.float64))
