@@ -48,24 +48,72 @@ def _device_table(size_in: int, size_out: int, device: torch.device) -> tuple[to
     return tuple(torch.from_numpy(a).to(device) for a in (lo, hi, w_lo, w_hi))
 
 
-def _fma_pair(x0: torch.Tensor, w0: torch.Tensor, x1: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
-    """float32 fma(x0, w0, x1 * w1): x0 * w0 is exact in float64, the sum is rounded to float32 once more."""
-    return (x0.double() * w0.double()).add_((x1 * w1).double()).float()
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 fma(a, b, c): a * b is exact in float64, the float64 sum is rounded to float32."""
+    return (a.double() * b.double()).add_(c.double()).float()
 
 
-def upsample_box(p: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
-    """(h, w) map -> its bilinear upsampling to `size`, rows r0:r1 and columns c0:c1 only, as F.interpolate."""
+def uses_channels_last_kernel(p: torch.Tensor, size: tuple[int, int]) -> bool:
+    """Whether aten (CPU) interpolates this (C, h, w) map with its channels-last kernel (UpSampleKernel.cpp's
+    _use_vectorized_kernel_cond_2d / upsample_bilinear2d_kernel_impl_float), whose rounding differs."""
+    if p.device.type != "cpu":
+        return False
+    channels = p.shape[0]
+    channels_last = channels > 3 and p[None].is_contiguous(memory_format=torch.channels_last)
+    return channels_last or size[0] + size[1] <= 128 or (torch.get_num_threads() == 1 and channels == 3)
+
+
+def upsample_box(p: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int], c: int = 0,
+                 channels_last: bool = False) -> torch.Tensor:
+    """Channel c of a (C, h, w) map (or a 2-D map) bilinearly upsampled to `size`, rows r0:r1 and columns c0:c1 of
+    `box` only, with F.interpolate's values; `channels_last`: as aten's channels-last kernel computes them."""
+    if p.dim() == 2:
+        p, c = p[None], 0
     r0, r1, c0, c1 = box
-    h, w = p.shape
+    h, w = p.shape[-2:]
     if (h, w) == tuple(size):
-        return p[r0:r1, c0:c1].clone()
+        return p[c, r0:r1, c0:c1].clone()
+    rows = tuple(t[r0:r1] for t in _device_table(h, size[0], p.device))
+    cols = tuple(t[c0:c1] for t in _device_table(w, size[1], p.device))
+    if channels_last:
+        return _channels_last_box(p, c, rows, cols, _vector_width())
+    rlo, rhi, rw0, rw1 = rows
+    clo, chi, cw0, cw1 = cols
     lo_r, hi_r = axis_table(h, size[0])[:2]
     a0, a1 = int(lo_r[r0]), int(hi_r[r1 - 1]) + 1  # the model-resolution rows the box reads
-    rows = p[a0:a1]
-    clo, chi, cw0, cw1 = (t[c0:c1] for t in _device_table(w, size[1], p.device))
-    across = _fma_pair(rows[:, clo], cw0, rows[:, chi], cw1)  # (a1 - a0, c1 - c0)
-    rlo, rhi, rw0, rw1 = (t[r0:r1] for t in _device_table(h, size[0], p.device))
-    return _fma_pair(across[rlo - a0], rw0[:, None], across[rhi - a0], rw1[:, None])
+    rows = p[c, a0:a1]
+    across = _fma(rows[:, clo], cw0, rows[:, chi] * cw1)  # (a1 - a0, c1 - c0): along the width first
+    return _fma(across[rlo - a0], rw0[:, None], across[rhi - a0] * rw1[:, None])
+
+
+def _channels_last_box(p, c, rows, cols, width: int) -> torch.Tensor:
+    """aten's channels-last kernel: weights h * w per corner, summed as fma chains that differ between the
+    channels in SIMD vectors of `width` floats and the scalar tail (the last C % width channels)."""
+    rlo, rhi, rw0, rw1 = rows
+    clo, chi, cw0, cw1 = cols
+    w00, w01 = rw0[:, None] * cw0, rw0[:, None] * cw1
+    w10, w11 = rw1[:, None] * cw0, rw1[:, None] * cw1
+    top, bottom = p[c][rlo], p[c][rhi]
+    x00, x01, x10, x11 = top[:, clo], top[:, chi], bottom[:, clo], bottom[:, chi]
+    if c < p.shape[0] - p.shape[0] % width:
+        return _fma(x00, w00, _fma(x01, w01, _fma(x11, w11, x10 * w10)))
+    return _fma(x11, w11, _fma(x10, w10, _fma(x00, w00, x01 * w01)))
+
+
+@functools.lru_cache(maxsize=1)
+def _vector_width() -> int:
+    """The float SIMD width of aten's channels-last kernel on this CPU (8 with AVX2, also on AVX512 CPUs here):
+    found once by comparing with F.interpolate; 8 when none fits (then values may differ by an ulp)."""
+    import torch.nn.functional as F
+
+    x = torch.rand(1, 37, 9, 8, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    reference = F.interpolate(x, size=(13, 11), mode="bilinear", align_corners=False)[0]
+    rows, cols = _device_table(9, 13, x.device), _device_table(8, 11, x.device)
+    for width in (8, 16, 4, 32, 1):
+        if torch.equal(torch.stack([_channels_last_box(x[0], k, rows, cols, width) for k in range(37)]), reference):
+            return width
+    return 8
 
 
 def _hot_lines(hot: torch.Tensor, size_out: int) -> torch.Tensor:
@@ -95,6 +143,7 @@ class FullSizeProbs:
         self.total_weight = sum(w for _, w in parts)
         self.num_classes = parts[0][0].shape[0]
         self.device = parts[0][0].device
+        self.kernels = [uses_channels_last_kernel(p, self.size) for p, _ in parts]
 
     @classmethod
     def of(cls, probs) -> FullSizeProbs:
@@ -118,8 +167,8 @@ class FullSizeProbs:
     def crop(self, c: int, box: tuple[int, int, int, int]) -> torch.Tensor:
         """Class c's mean probabilities inside `box`, float32, equal to the full-size map's values there."""
         mean = None
-        for p, weight in self.parts:
-            v = upsample_box(p[c], self.size, box)
+        for (p, weight), channels_last in zip(self.parts, self.kernels):
+            v = upsample_box(p, self.size, box, c, channels_last)
             if weight != 1.0:
                 v = v.mul_(weight)
             mean = v if mean is None else mean.add_(v)

@@ -188,7 +188,7 @@ def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime,
                     _save_probs(save_probs, item["key"], p)
             else:
                 p = member.load(item["key"]).to(runtime.device)
-            parts.append((p.contiguous(), member.weight))
+            parts.append((p, member.weight))
         yield by_key[item["key"]], FullSizeProbs(parts, size)
 
 
