@@ -11,11 +11,9 @@ torch op interpolates a sub-window of the full-size grid (F.interpolate of a cro
 aten's CPU kernel (UpSampleKernel.cpp, non-separable, float32) is mirrored: source index
 fma(in/out, i + 0.5, -0.5) clamped at 0, lambda = src - floor(src), weights (1 - lambda, lambda); per pixel the
 width is interpolated first, then the height, each as fma(x0, w0, x1 * w1) (the contraction the compiler makes
-of `t0 * w0 + t1 * w1`). The fma is emulated in float64 (product exact, one rounding to float32 after a float64
-sum), which can differ from a true fma only on a double-rounding tie; tests bound the mask pixels that differ
-from the old path (0 observed, <= 1e-6 allowed). On CUDA the kernel's contraction is the compiler's choice, so
-there only the same bound is claimed. A channels-last probability map goes through another aten kernel; the
-values here are those of the contiguous one.
+of `t0 * w0 + t1 * w1`), done by torch.addcmul. A channels-last map, or a small output, goes through aten's
+channels-last kernel, mirrored too (_channels_last_box). On CUDA the kernel's contraction is nvcc's choice and is
+not verified here (no GPU was lent): there a value within an ulp of the threshold could flip.
 """
 from __future__ import annotations
 
@@ -49,8 +47,9 @@ def _device_table(size_in: int, size_out: int, device: torch.device) -> tuple[to
 
 
 def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """float32 fma(a, b, c): a * b is exact in float64, the float64 sum is rounded to float32."""
-    return (a.double() * b.double()).add_(c.double()).float()
+    """float32 fma(a, b, c), one rounding: torch.addcmul is a fused multiply-add (tests/test_fullsize.py checks the
+    results bit for bit against F.interpolate; a float64 emulation costs 9x more)."""
+    return torch.addcmul(c, a, b)
 
 
 def uses_channels_last_kernel(p: torch.Tensor, size: tuple[int, int]) -> bool:
@@ -82,8 +81,8 @@ def upsample_box(p: torch.Tensor, size: tuple[int, int], box: tuple[int, int, in
     lo_r, hi_r = axis_table(h, size[0])[:2]
     a0, a1 = int(lo_r[r0]), int(hi_r[r1 - 1]) + 1  # the model-resolution rows the box reads
     rows = p[c, a0:a1]
-    across = _fma(rows[:, clo], cw0, rows[:, chi] * cw1)  # (a1 - a0, c1 - c0): along the width first
-    return _fma(across[rlo - a0], rw0[:, None], across[rhi - a0] * rw1[:, None])
+    across = _fma(rows.index_select(1, clo), cw0, rows.index_select(1, chi) * cw1)  # along the width first
+    return _fma(across.index_select(0, rlo - a0), rw0[:, None], across.index_select(0, rhi - a0) * rw1[:, None])
 
 
 def _channels_last_box(p, c, rows, cols, width: int) -> torch.Tensor:
@@ -93,8 +92,9 @@ def _channels_last_box(p, c, rows, cols, width: int) -> torch.Tensor:
     clo, chi, cw0, cw1 = cols
     w00, w01 = rw0[:, None] * cw0, rw0[:, None] * cw1
     w10, w11 = rw1[:, None] * cw0, rw1[:, None] * cw1
-    top, bottom = p[c][rlo], p[c][rhi]
-    x00, x01, x10, x11 = top[:, clo], top[:, chi], bottom[:, clo], bottom[:, chi]
+    top, bottom = p[c].index_select(0, rlo), p[c].index_select(0, rhi)
+    x00, x01 = top.index_select(1, clo), top.index_select(1, chi)
+    x10, x11 = bottom.index_select(1, clo), bottom.index_select(1, chi)
     if c < p.shape[0] - p.shape[0] % width:
         return _fma(x00, w00, _fma(x01, w01, _fma(x11, w11, x10 * w10)))
     return _fma(x11, w11, _fma(x10, w10, _fma(x00, w00, x01 * w01)))
@@ -116,10 +116,10 @@ def _vector_width() -> int:
     return 8
 
 
-def _hot_lines(hot: torch.Tensor, size_out: int) -> torch.Tensor:
-    """(C, n) hot model-resolution lines -> (C, size_out) full-size lines that read one of them."""
-    lo, hi = _device_table(hot.shape[1], size_out, hot.device)[:2]
-    return hot[:, lo] | hot[:, hi]
+def _full_range(table, first: int, end: int) -> tuple[int, int]:
+    """The full-size lines [r0, r1) that read a model-resolution line in [first, end)."""
+    lo, hi = table[:2]
+    return int(np.searchsorted(hi, first, "left")), int(np.searchsorted(lo, end - 1, "right"))
 
 
 def _first_last(lines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,17 +152,29 @@ class FullSizeProbs:
         return cls([(probs.float(), 1.0)], tuple(probs.shape[-2:]))
 
     def boxes(self, thresholds) -> list[tuple[int, int, int, int] | None]:
-        """Per class, the full-size box (r0, r1, c0, c1) outside which every pixel is <= its threshold, or None."""
+        """Per class, the full-size box (r0, r1, c0, c1) outside which every pixel is <= its threshold, or None.
+
+        Per member, the first and last model-resolution rows and columns with a hot cell (one synchronisation for
+        all), then the full-size rows and columns that read any line between them (the tables are monotonic);
+        the union over members."""
         t = torch.as_tensor(thresholds, dtype=torch.float32, device=self.device).reshape(-1)
         t = t.expand(self.num_classes).view(-1, 1, 1) - MARGIN
-        rows = cols = None
+        bounds = []
         for p, _ in self.parts:
             hot = p > t
-            r = _hot_lines(hot.any(2), self.size[0])
-            c = _hot_lines(hot.any(1), self.size[1])
-            rows, cols = (r, c) if rows is None else (rows | r, cols | c)
-        bounds = torch.stack([*_first_last(rows), *_first_last(cols)], 1).tolist()  # one synchronisation
-        return [tuple(b) if b[0] < b[1] and b[2] < b[3] else None for b in bounds]
+            bounds.append(torch.stack([*_first_last(hot.any(2)), *_first_last(hot.any(1))], 1))
+        bounds = torch.stack(bounds).tolist()  # (members, C, 4)
+        boxes = [None] * self.num_classes
+        for (p, _), member in zip(self.parts, bounds):
+            tables = (axis_table(p.shape[-2], self.size[0]), axis_table(p.shape[-1], self.size[1]))
+            for c, (a0, a1, b0, b1) in enumerate(member):
+                if a0 >= a1:
+                    continue
+                box = (*_full_range(tables[0], a0, a1), *_full_range(tables[1], b0, b1))
+                old = boxes[c]
+                boxes[c] = box if old is None else (min(old[0], box[0]), max(old[1], box[1]),
+                                                    min(old[2], box[2]), max(old[3], box[3]))
+        return boxes
 
     def crop(self, c: int, box: tuple[int, int, int, int]) -> torch.Tensor:
         """Class c's mean probabilities inside `box`, float32, equal to the full-size map's values there."""
