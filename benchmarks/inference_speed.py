@@ -35,9 +35,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data.handbone import read_image, read_polygons, rasterize, resize_image, scan_split
-from trainer.inference import (PROBS_SCALE, ModelMember, TestImages, check_members, load_member, load_probs_member,
-                               member_config, parse_thresholds, write_submission)
+from data.handbone import rasterize, read_image, read_polygons, resize_image, scan_split
+from trainer.inference import (
+    PROBS_SCALE,
+    ModelMember,
+    TestImages,
+    check_members,
+    load_member,
+    load_probs_member,
+    member_config,
+    parse_thresholds,
+    write_submission,
+)
 from trainer.predictor import to_full_size
 from trainer.runtime import setup_runtime
 from utils.rle import encode_rle_batch
