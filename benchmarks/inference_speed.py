@@ -3,7 +3,9 @@ side by side in one run.
 
   forward only: the predictor on an input already in memory (the ceiling),
   end to end:   inference.py's path (decode, resize, predict, full-size masks, RLE, CSV), each path in its own
-                process so that each gets its own peak host memory; the two CSVs are compared byte for byte.
+                process so that each gets its own peak host memory; wall time and the main process's CPU time
+                (less sensitive to other load on the machine; decoding workers excluded); the two CSVs are
+                compared byte for byte.
   old path:     every class's map upsampled to the image's size in full, thresholded, run-length encoded (the
                 previous trainer/inference.py, kept here and in tests as the reference);
   new path:     trainer/fullsize.py (only the boxes where a mask can be positive).
@@ -111,14 +113,24 @@ def run_path(args) -> None:
     members = [load_probs_member(args.probs)] if args.probs else [load_member(args.checkpoint, cfg, runtime)]
     thresholds = parse_thresholds(cfg.trainer.threshold, None, cfg.task.classes)
     write = write_submission if args.path == "new" else old_submission
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     n = (write(members, args.data, args.out, thresholds, runtime, num_workers=args.workers, progress=False)
          if args.path == "new" else write(members, args.data, args.out, thresholds, runtime, args.workers))
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    print(json.dumps({"ms": seconds / n * 1000, "images": n,
-                      "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(json.dumps({"ms": seconds / n * 1000, "cpu_ms": cpu / n * 1000, "images": n, "peak_gb": peak_memory_gb()}))
+
+
+def peak_memory_gb() -> float:
+    """This process's peak resident memory: VmHWM, which (unlike ru_maxrss, inherited through fork and exec)
+    starts afresh in a new program."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -177,9 +189,12 @@ def main() -> None:
     print(f"  forward only            {forward:8.1f} ms/image")
     old, new = results["old"], results["new"]
     for name, r in (("old path", old), ("new path", new)):
-        print(f"  end to end, {name}  {r['ms']:8.1f} ms/image  ({r['ms'] / forward:.1f}x forward, peak host "
-              f"memory {r['peak_gb']:.2f} GB)")
+        print(f"  end to end, {name}  {r['ms']:8.1f} ms/image  ({r['ms'] / forward:.1f}x forward; main process CPU "
+              f"{r['cpu_ms']:.1f} ms/image; peak host memory {r['peak_gb']:.2f} GB)")
     print(f"  new / old speed-up      {old['ms'] / new['ms']:.1f}x;  CSVs byte-identical: {identical}")
+    if args.oracle:  # the maps were read, not predicted: add the model's forward pass for the whole inference
+        print(f"  new path + forward      {new['ms'] + forward:8.1f} ms/image  ({(new['ms'] + forward) / forward:.1f}x "
+              f"forward; old path + forward {(old['ms'] + forward) / forward:.1f}x)")
 
 
 if __name__ == "__main__":
