@@ -17,6 +17,7 @@ not verified here (no GPU was lent): there a value within an ulp of the threshol
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -44,6 +45,22 @@ def axis_table(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.
 def _device_table(size_in: int, size_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     lo, hi, w_lo, w_hi = axis_table(size_in, size_out)
     return tuple(torch.from_numpy(a).to(device) for a in (lo, hi, w_lo, w_hi))
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device):
+    """On the CPU, run the crop work with one intra-op thread: crops are small, and a second thread only adds
+    synchronisation (on the loaded 2-core machine here, 10x more CPU time with 2 threads than with 1,
+    benchmarks/RESULTS.md). Restores the previous count; nothing changes on an accelerator."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -192,15 +209,17 @@ class FullSizeProbs:
         `thresholds`: a float or a (C,) tensor, compared as the old path compared the full-size map."""
         per_class = isinstance(thresholds, torch.Tensor) and thresholds.numel() > 1
         out = []
-        for c, box in enumerate(self.boxes(thresholds)):
-            t = thresholds.reshape(-1)[c].to(self.device) if per_class else thresholds
-            out.append(None if box is None else (box, self.crop(c, box) > t))
+        with one_thread(self.device):
+            for c, box in enumerate(self.boxes(thresholds)):
+                t = thresholds.reshape(-1)[c].to(self.device) if per_class else thresholds
+                out.append(None if box is None else (box, self.crop(c, box) > t))
         return out
 
     def full(self) -> torch.Tensor:
         """The whole (C, H, W) map (the reference's values; for tests and small images)."""
         box = (0, self.size[0], 0, self.size[1])
-        return torch.stack([self.crop(c, box) for c in range(self.num_classes)])
+        with one_thread(self.device):
+            return torch.stack([self.crop(c, box) for c in range(self.num_classes)])
 
     def confidence(self) -> float:
         """0.5 + mean over classes and pixels of |p - 0.5|, without the full-size map.
@@ -210,12 +229,13 @@ class FullSizeProbs:
         confidence of the full map up to float64 rounding of the sums (~1e-9)."""
         inside_abs = inside_sum = 0.0
         inside_count = 0
-        for c, box in enumerate(self.boxes(0.5)):
-            if box is not None:
-                v = self.crop(c, box)
-                inside_abs += float((v - 0.5).abs_().sum(dtype=torch.float64))
-                inside_sum += float(v.sum(dtype=torch.float64))
-                inside_count += v.numel()
+        with one_thread(self.device):
+            for c, box in enumerate(self.boxes(0.5)):
+                if box is not None:
+                    v = self.crop(c, box)
+                    inside_abs += float((v - 0.5).abs_().sum(dtype=torch.float64))
+                    inside_sum += float(v.sum(dtype=torch.float64))
+                    inside_count += v.numel()
         n = self.num_classes * self.size[0] * self.size[1]
         outside = 0.5 * (n - inside_count) - (self._total_sum() - inside_sum)
         return 0.5 + (inside_abs + outside) / n

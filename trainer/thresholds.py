@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from data.dataset import ImageDataset
 from data.pipeline import prepare_fold
-from trainer.fullsize import FullSizeProbs, bits_count, unpack_box
+from trainer.fullsize import FullSizeProbs, bits_count, one_thread, unpack_box
 from trainer.inference import ModelMember
 from trainer.metrics import DICE_EPS
 from transforms.cpu import build_cpu_transforms
@@ -59,11 +59,12 @@ def per_threshold_dice_boxes(probs: FullSizeProbs, bits: np.ndarray) -> torch.Te
     c = probs.num_classes
     above_all = torch.zeros(c, BINS, dtype=torch.float64)
     above_true = torch.zeros(c, BINS, dtype=torch.float64)
-    for k, box in enumerate(probs.boxes(1 / BINS)):
-        if box is not None:
-            values = probs.crop(k, box).cpu().flatten()[None]
-            truth = torch.from_numpy(unpack_box(bits[k], box).reshape(1, -1))
-            above_all[k], above_true[k] = (a[0] for a in _above_counts(values, truth))
+    with one_thread(probs.device):
+        for k, box in enumerate(probs.boxes(1 / BINS)):
+            if box is not None:
+                values = probs.crop(k, box).cpu().flatten()[None]
+                truth = torch.from_numpy(unpack_box(bits[k], box).reshape(1, -1))
+                above_all[k], above_true[k] = (a[0] for a in _above_counts(values, truth))
     truth_area = torch.from_numpy(bits_count(bits).astype(np.float64))[:, None]
     above_all[:, 0] = probs.size[0] * probs.size[1]
     above_true[:, 0] = truth_area[:, 0]
