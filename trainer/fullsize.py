@@ -79,12 +79,10 @@ def uses_channels_last_kernel(p: torch.Tensor, size: tuple[int, int]) -> bool:
     return channels_last or size[0] + size[1] <= 128 or (torch.get_num_threads() == 1 and channels == 3)
 
 
-def upsample_box(p: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int], c: int = 0,
+def upsample_box(p: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int], c: int,
                  channels_last: bool = False) -> torch.Tensor:
-    """Channel c of a (C, h, w) map (or a 2-D map) bilinearly upsampled to `size`, rows r0:r1 and columns c0:c1 of
-    `box` only, with F.interpolate's values; `channels_last`: as aten's channels-last kernel computes them."""
-    if p.dim() == 2:
-        p, c = p[None], 0
+    """Channel c of a (C, h, w) map bilinearly upsampled to `size`, rows r0:r1 and columns c0:c1 of `box` only,
+    with F.interpolate's values; `channels_last`: as aten's channels-last kernel computes them."""
     r0, r1, c0, c1 = box
     h, w = p.shape[-2:]
     if (h, w) == tuple(size):
