@@ -73,6 +73,18 @@ def test_masks_and_rle_equal_the_full_size_path(low, size):
             assert torch.equal(crop, expected[k, r0:r1, c0:c1])
 
 
+def test_hot_cells_that_downsampling_skips():
+    """40 -> 7 rows reads only some model-resolution rows: a hot cell on a skipped row gives no box, no error."""
+    probs = torch.zeros(2, 40, 40)
+    probs[0, 1, 1] = 1.0  # row and column 1 are read by no output pixel
+    probs[1, 20, 20] = 1.0
+    expected = reference_masks([(probs, 1.0)], (7, 7), 0.5)
+    masks = FullSizeProbs([(probs, 1.0)], (7, 7)).masks(0.5)
+    assert masks[0] is None and not expected[0].any()
+    assert ["" if m is None else encode_rle_crop(m[1].numpy(), m[0][0], m[0][2], 7) for m in masks] == \
+        encode_rle_batch(expected)
+
+
 def test_encode_rle_crop_equals_encode_rle_of_the_full_mask():
     rng = np.random.default_rng(0)
     for _ in range(500):

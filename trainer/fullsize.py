@@ -186,6 +186,8 @@ class FullSizeProbs:
                 if a0 >= a1:
                     continue
                 box = (*_full_range(tables[0], a0, a1), *_full_range(tables[1], b0, b1))
+                if box[0] >= box[1] or box[2] >= box[3]:  # downsampling can skip the hot lines
+                    continue
                 old = boxes[c]
                 boxes[c] = box if old is None else (min(old[0], box[0]), max(old[1], box[1]),
                                                     min(old[2], box[2]), max(old[3], box[3]))
