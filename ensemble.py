@@ -10,6 +10,7 @@ Hard voting (a pixel is kept where at least --min-votes submissions agree):
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from utils.cli import run_main
@@ -36,7 +37,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from utils.cli import check_threshold, check_workers
     from utils.errors import UserError
+    from utils.files import check_output_file
+
+    # every argument is checked before any model is loaded
+    check_workers(args.workers)
+    check_output_file(args.out)
+    check_threshold(args.threshold, "--threshold")
+    if args.weights and not all(math.isfinite(w) for w in args.weights):
+        raise UserError("--weights must be finite numbers")
 
     if args.csvs:
         if args.checkpoints or args.probs:
@@ -68,6 +78,7 @@ def soft_voting(args) -> int:
     from trainer.runtime import setup_runtime
     from utils.config import TrainerConfig
     from utils.errors import UserError
+    from utils.submission import list_test_images
 
     checkpoints = expand_checkpoints(args.checkpoints)
     n = len(checkpoints) + len(args.probs)
@@ -86,6 +97,7 @@ def soft_voting(args) -> int:
     members += [load_probs_member(d, w) for d, w in zip(args.probs, weights[len(checkpoints):])]
     classes = check_members(members)
     thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
+    list_test_images(root)  # the test set --check expects: found, not empty, file names unique
     count = write_submission(members, root, args.out, thresholds, runtime, num_workers=args.workers,
                              progress=not args.no_progress)
     print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")

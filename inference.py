@@ -44,6 +44,19 @@ def main(argv=None) -> int:
         raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
     if args.threshold is not None and args.thresholds:
         raise UserError("give either --threshold or --thresholds, not both")
+    # every argument is checked before the model is loaded and the first image predicted
+    from utils.cli import check_threshold, check_workers
+    from utils.files import check_output_file
+
+    check_workers(args.workers)
+    if args.threshold is not None:
+        check_threshold(args.threshold, "--threshold")
+    if args.tune_thresholds:
+        check_output_file(args.tune_thresholds, "--tune-thresholds")
+    else:
+        check_output_file(args.out)
+    if args.save_probs and Path(args.save_probs).is_file():
+        raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
     from trainer.inference import load_member, member_config, parse_thresholds, write_submission
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
@@ -51,6 +64,11 @@ def main(argv=None) -> int:
 
     state = load_checkpoint(args.checkpoint)
     cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
+    threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
+    thresholds = None if args.tune_thresholds else parse_thresholds(threshold, args.thresholds, cfg.task.classes)
+    if not args.tune_thresholds:
+        from utils.submission import list_test_images
+        list_test_images(cfg.data.root)  # the test set --check expects: found, not empty, file names unique
     runtime = setup_runtime(cfg.trainer)
     member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:
@@ -62,8 +80,6 @@ def main(argv=None) -> int:
               f"{result['val_dice']:.4f} with per-class thresholds ({result['images']} images); "
               f"saved to {args.tune_thresholds}")
         return 0
-    threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
-    thresholds = parse_thresholds(threshold, args.thresholds, cfg.task.classes)
     n = write_submission([member], cfg.data.root, args.out, thresholds, runtime, save_probs=args.save_probs,
                          num_workers=args.workers, progress=not args.no_progress)
     print(f"wrote {args.out}: {n} images x {len(cfg.task.classes)} classes")

@@ -13,6 +13,7 @@ Train on it with `data.pseudo_roots: [DIR]`.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 
 from utils.cli import run_main
@@ -43,11 +44,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from data.pseudo import check_out_dir
     from ensemble import expand_checkpoints
+    from utils.cli import check_threshold, check_workers
     from utils.errors import UserError
 
     # the checks that need no model come first: importing the model libraries takes seconds
-    if not 0.0 <= args.threshold <= 1.0:
-        raise UserError(f"--threshold: {args.threshold} is not a probability between 0 and 1")
+    check_threshold(args.threshold, "--threshold")
+    check_workers(args.workers)
+    if math.isnan(args.min_confidence):  # above 1 is allowed: it keeps nothing, by design
+        raise UserError("--min-confidence: nan is not a number")
+    if args.weights and not all(math.isfinite(w) for w in args.weights):
+        raise UserError("--weights must be finite numbers")
     out = check_out_dir(args.out)
     checkpoints = expand_checkpoints(args.checkpoints)
     for path in checkpoints:

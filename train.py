@@ -15,28 +15,43 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="continue a run from its last.pt (config from the checkpoint unless --config is given)")
     parser.add_argument("--folds", metavar="all|K,K", help="train these folds (or all) into <run dir>/fold<k>/ and "
                         "report mean ± std validation Dice")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in a non-empty run directory, deleting its previous checkpoints "
+                        "and metrics (without it such a directory is refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from trainer.checkpoint import load_checkpoint
+    import sys
+
+    from trainer.checkpoint import check_finite, load_checkpoint
+    from trainer.rundir import prepare_run_dir, write_run_info
     from trainer.runtime import setup_runtime, shutdown
     from trainer.trainer import Trainer
     from utils.config import from_dict, load_config
     from utils.errors import UserError
 
+    if args.folds and args.resume:
+        raise UserError("--folds and --resume do not go together: resume one fold with --resume <run>/fold<k>/last.pt")
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite do not go together")
+    state = load_checkpoint(args.resume) if args.resume else None
     if args.config:
         cfg = load_config(args.config, args.overrides)
     elif args.resume:
-        cfg = from_dict(load_checkpoint(args.resume)["config"], source=args.resume, overrides=args.overrides)
+        cfg = from_dict(state["config"], source=args.resume, overrides=args.overrides)
     else:
         raise UserError("give --config CONFIG (or --resume CHECKPOINT)")
+    if state is not None:
+        check_resume_model(state, cfg, args.resume)
+        check_finite(state, args.resume)
     run_dir = Path(args.out) if args.out else (Path(args.resume).parent if args.resume else Path("runs") / cfg.name)
-    if args.folds and args.resume:
-        raise UserError("--folds and --resume do not go together: resume one fold with --resume <run>/fold<k>/last.pt")
+    prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     runtime = setup_runtime(cfg.trainer)
+    if runtime.is_main:
+        write_run_info(run_dir, sys.argv if argv is None else ["train.py", *argv])
     try:
         if args.folds:
             from trainer.kfold import parse_folds, train_folds
@@ -49,6 +64,17 @@ def main(argv=None) -> int:
     finally:
         shutdown(runtime)
     return 0
+
+
+def check_resume_model(state: dict, cfg, path: str) -> None:
+    """--resume with --config: the checkpoint must hold the config's architecture (checked before any work)."""
+    from utils.errors import UserError
+
+    saved = state["config"].get("model", {}) if isinstance(state.get("config"), dict) else {}
+    for key in ("arch", "encoder", "in_channels", "params"):
+        if key in saved and saved[key] != getattr(cfg.model, key):
+            raise UserError(f"{path}: the checkpoint was trained with model.{key}={saved[key]!r}, the config asks for "
+                            f"{getattr(cfg.model, key)!r}; resume with the checkpoint's config (omit --config)")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,21 @@ Decoding a 2048x2048 PNG and filling 29 polygons costs about a second of CPU per
 multiples of 8 pixels read only the bytes they need), in one flat file each with per-sample offsets (original
 sizes may differ). The cache folder name hashes the sources (paths, sizes, mtimes), the classes and the size:
 any change builds a new one. A folder is built under a temporary name and renamed when complete.
+
+The cache heals itself: index.json records each data file's size and a checksum of the index, and opening checks
+them, so a truncated or half-deleted cache is rebuilt (with a warning naming it) instead of failing every later
+run. Builders of one cache take a lock file (fcntl), so many processes opening a new cache at once build it once;
+temporary folders left by killed builds are removed when their lock is free.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,8 +30,15 @@ import numpy as np
 from tqdm import tqdm
 
 from data.handbone import Sample, rasterize, read_image, read_polygons, resize_image
+from utils.errors import UserError
+from utils.files import os_reason
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: index.json records file sizes and its own checksum
+DATA_FILES = ("images.u8", "masks.bits")
+
+
+class CacheDamaged(Exception):
+    """A cache folder that cannot be trusted (the message says why); open_cache rebuilds it."""
 
 
 @dataclass
@@ -41,7 +56,7 @@ class SampleCache:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        index = json.loads((folder / "index.json").read_text())
+        index = read_index(folder)
         self.keys: list[str] = index["keys"]
         self.groups: list[str] = index["groups"]
         self.classes: list[str] = index["classes"]
@@ -91,15 +106,97 @@ def cache_key(samples: list[Sample], classes: list[str], size: int | None) -> st
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
+def _checksum(index: dict) -> str:
+    body = {k: v for k, v in index.items() if k != "checksum"}
+    return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def read_index(folder: Path) -> dict:
+    """The verified index of a built cache; CacheDamaged names what is wrong (missing, truncated, edited)."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+    except FileNotFoundError:
+        raise CacheDamaged("index.json is missing") from None
+    except (OSError, ValueError) as e:
+        raise CacheDamaged(f"index.json is unreadable ({e})") from None
+    if not isinstance(index, dict) or index.get("version") != CACHE_VERSION:
+        raise CacheDamaged(f"index.json is not of cache version {CACHE_VERSION}")
+    if index.get("checksum") != _checksum(index):
+        raise CacheDamaged("index.json does not match its checksum")
+    sizes = index.get("file_sizes")
+    if not isinstance(sizes, dict):
+        raise CacheDamaged("index.json records no file sizes")
+    for name, expected in sizes.items():
+        try:
+            actual = (folder / name).stat().st_size
+        except OSError:
+            raise CacheDamaged(f"{name} is missing") from None
+        if actual != expected:
+            raise CacheDamaged(f"{name} has {actual} bytes, the index records {expected}")
+    return index
+
+
 def open_cache(samples: list[Sample], classes: list[str], size: int | None, cache_dir: str | Path,
                workers: int = 0, progress: bool = True) -> SampleCache:
-    """Return the cache for these samples at `size` (None = original size), building it if missing or stale."""
+    """Return the cache for these samples at `size` (None = original size), building it if missing or stale,
+    and rebuilding it (with a warning) if damaged. Safe for many processes at once: one builds, the others wait."""
     cache_dir = Path(cache_dir)
     label = "orig" if size is None else str(size)
     folder = cache_dir / f"{label}-{len(samples)}-{cache_key(samples, classes, size)}"
-    if not (folder / "index.json").is_file():
+    with contextlib.suppress(CacheDamaged):
+        return SampleCache(folder)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{cache_dir}: cannot create the cache folder ({os_reason(e)})") from None
+    with _build_lock(folder):
+        try:
+            return SampleCache(folder)  # another process built it while this one waited for the lock
+        except CacheDamaged as e:
+            if folder.exists():
+                print(f"warning: {folder}: damaged cache ({e}); rebuilding it", file=sys.stderr)
+                try:
+                    shutil.rmtree(folder)
+                except OSError as error:
+                    raise UserError(f"{folder}: cannot remove the damaged cache ({os_reason(error)}); "
+                                    f"delete it by hand") from None
+        _remove_stale_temps(cache_dir, folder)
         _build(samples, classes, size, folder, workers or os.cpu_count() or 1, progress)
     return SampleCache(folder)
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path, blocking: bool = True):
+    """An exclusive flock on `<folder>.lock`, held while the cache is checked and built; yields False when
+    `blocking` is off and another process holds it. The lock file stays (removing it would race)."""
+    lock = folder.with_name(folder.name + ".lock")
+    try:
+        handle = open(lock, "a")  # noqa: SIM115  (closed by the with below; opening it may fail on its own)
+    except OSError as e:
+        raise UserError(f"{lock}: cannot create the cache lock file ({os_reason(e)})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_temps(cache_dir: Path, own: Path) -> None:
+    """Temporary folders of killed builds: those of `own` (whose lock this process holds) and those of any other
+    cache whose lock is free (no process is building it)."""
+    for tmp in cache_dir.glob("*.tmp-*"):
+        folder = cache_dir / tmp.name.split(".tmp-")[0]
+        if folder == own:
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        with _build_lock(folder, blocking=False) as free:
+            if free:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _process(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], list[str]]:
@@ -116,8 +213,12 @@ def _process(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], list
 
 
 def _build(samples, classes, size, folder: Path, workers: int, progress: bool) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    """Build into a temporary folder and rename it (called with the cache's lock held). A full disk is a one-line
+    error naming the file, with the temporary folder removed."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    except OSError as e:
+        raise UserError(f"{folder.parent}: cannot write the cache ({os_reason(e)})") from None
     has_masks = samples[0].annotation is not None
     try:
         start = time.time()
@@ -145,12 +246,16 @@ def _build(samples, classes, size, folder: Path, workers: int, progress: bool) -
                     pool.join()
         index = dict(version=CACHE_VERSION, keys=[s.key for s in samples], groups=[s.group for s in samples],
                      classes=list(classes), size=size, has_masks=has_masks, entries=entries, warnings=warnings,
-                     build_seconds=round(time.time() - start, 2))
-        (tmp / "index.json").write_text(json.dumps(index))
-        if folder.exists():  # another process finished the same cache first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(folder)
+                     build_seconds=round(time.time() - start, 2),
+                     file_sizes={name: (tmp / name).stat().st_size for name in DATA_FILES})
+        index["checksum"] = _checksum(index)
+        with open(tmp / "index.json", "w") as f:  # written last: a folder with a valid index is complete
+            f.write(json.dumps(index))
+        tmp.rename(folder)  # the lock is held and the folder was checked missing: nobody else renames here
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        name = Path(e.filename).name if e.filename else ""
+        raise UserError(f"{folder / name if name else folder}: cannot write the cache ({os_reason(e)})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,9 @@ def scan_split(root: str | Path, split: str) -> list[Sample]:
     root = Path(root)
     image_root = root / split / IMAGE_DIR
     if not image_root.is_dir():
-        raise DataError(f"{image_root}: image folder not found (expected ROOT/{split}/{IMAGE_DIR}/IDxxx/*.png)")
+        raise DataError(f"{image_root}: {split} image folder not found (expected ROOT/{split}/{IMAGE_DIR}/IDxxx/*.png)")
     images = {p.relative_to(image_root).with_suffix("").as_posix(): p for p in _files(image_root, ".png")}
+    _warn_skipped(image_root, set(images.values()), split)
     if not images:
         raise DataError(f"{image_root}: no PNG images in its ID folders")
     annotations: dict[str, Path] = {}
@@ -48,8 +50,20 @@ def scan_split(root: str | Path, split: str) -> list[Sample]:
             raise DataError(f"{annotations[stem]}: annotation without an image (expected {image_root / stem}.png)")
         for stem in sorted(set(images) - set(annotations)):
             raise DataError(f"{images[stem]}: image without an annotation (expected {ann_root / stem}.json)")
-    return [Sample(key=f"{stem}.png", image=images[stem], annotation=annotations.get(stem), group=stem.split("/")[0])
+    return [Sample(key=images[stem].relative_to(image_root).as_posix(), image=images[stem],
+                   annotation=annotations.get(stem), group=stem.split("/")[0])
             for stem in sorted(images)]
+
+
+def _warn_skipped(image_root: Path, taken: set[Path], split: str, listed: int = 5) -> None:
+    """Name the files under the image folder that are not read (not a PNG one level down, in an ID folder):
+    inference, --check and hard voting all see exactly the listed images, so nothing is left out silently."""
+    skipped = sorted(p for p in image_root.rglob("*") if p.is_file() and p not in taken and not p.name.startswith("."))
+    if skipped:
+        names = ", ".join(p.relative_to(image_root).as_posix() for p in skipped[:listed])
+        more = f" and {len(skipped) - listed} more" if len(skipped) > listed else ""
+        print(f"warning: {image_root}: skipped {len(skipped)} file(s) that are not PNG images in an ID folder "
+              f"({split}/{IMAGE_DIR}/IDxxx/<name>.png): {names}{more}", file=sys.stderr)
 
 
 def _files(folder: Path, suffix: str) -> list[Path]:
@@ -69,24 +83,43 @@ def read_polygons(path: Path, classes: list[str], height: int, width: int
                   ) -> tuple[list[tuple[int, np.ndarray]], list[str]]:
     """Parse an annotation JSON into (class index, points (N, 2) float32) pairs.
 
-    Returns the polygons and warnings for what training can go on without (a polygon of fewer than 3 points is
-    skipped; points outside the image are clipped). An unknown label or a broken file is an error.
+    Returns the polygons and warnings for what training can go on without, each naming the file and annotation,
+    skipped and counted: a polygon of fewer than 3 points, a NaN or infinite coordinate, an annotation that is not
+    an object, a label that is not a string, a bone annotated twice (the first is kept); points outside the image
+    are clipped. An unknown label or a broken file (no list of annotations) is an error.
     """
     try:
         data = json.loads(path.read_text())
         annotations = data["annotations"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a valid annotation JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(annotations, list):
+        raise DataError(f"{path}: 'annotations' must be a list of objects, got {type(annotations).__name__}")
     index = {name: i for i, name in enumerate(classes)}
-    polygons, warnings = [], []
+    polygons, warnings, seen = [], [], {}
     for n, ann in enumerate(annotations):
-        label = ann.get("label") if isinstance(ann, dict) else None
+        if not isinstance(ann, dict):
+            warnings.append(f"{path}: skipped annotation {n}: not an object ({type(ann).__name__})")
+            continue
+        label = ann.get("label")
+        if not isinstance(label, str):
+            warnings.append(f"{path}: skipped annotation {n}: label {label!r} is not a string")
+            continue
         if label not in index:
             raise DataError(f"{path}: annotation {n} has unknown class label {label!r}")
+        if label in seen:
+            warnings.append(f"{path}: skipped annotation {n} ({label}): the bone is already annotated by "
+                            f"annotation {seen[label]}")
+            continue
         try:
-            points = np.asarray(ann["points"], dtype=np.float32).reshape(-1, 2)
+            with np.errstate(over="ignore"):  # 1e300 becomes inf, refused just below
+                points = np.asarray(ann["points"], dtype=np.float32).reshape(-1, 2)
         except (KeyError, ValueError, TypeError):
             raise DataError(f"{path}: annotation {n} ({label}) has malformed points") from None
+        if not np.isfinite(points).all():  # JSON NaN, Infinity, or 1e300 (inf in float32)
+            warnings.append(f"{path}: skipped annotation {n} ({label}): NaN or infinite coordinates")
+            continue
+        seen[label] = n
         if len(points) < 3:
             warnings.append(f"{path}: skipped polygon {n} ({label}) with {len(points)} point(s)")
             continue

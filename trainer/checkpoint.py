@@ -1,20 +1,38 @@
 """Checkpoints: plain dicts of tensors, numbers and strings, loadable with `torch.load(weights_only=True)`,
-written to a temporary name and renamed so that a crash never leaves a truncated `best.pt`."""
+written to a temporary name and renamed so that a crash never leaves a truncated `best.pt`.
+
+`last.pt` holds the full training state (to resume); `best.pt` only what inference needs (INFERENCE_KEYS).
+Weights that are not finite (a diverged run) are never loaded for prediction: `check_finite` names the tensor.
+"""
 from __future__ import annotations
 
-import os
+import math
 from pathlib import Path
 
 import torch
 
 from utils.errors import UserError
+from utils.files import atomic_path
+
+INFERENCE_KEYS = ("model", "averaged", "config", "classes", "metrics", "epoch", "best_score")
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomic save; a full or read-only disk is a one-line UserError naming `path`, with no temporary file left.
+    torch.save writes through a Python file object so that the OSError (with its reason) reaches us."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:  # torch wraps the file object's OSError in its own error
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, OSError):
+                raise cause from None
+            raise
+
+
+def inference_state(state: dict) -> dict:
+    """The part of a training state that inference, ensembles and pseudo-labels read (best.pt)."""
+    return {k: state[k] for k in INFERENCE_KEYS if k in state}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -29,6 +47,27 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{path}: not a checkpoint of this framework (no model weights or config inside)")
     return state
+
+
+def first_nonfinite(weights: dict) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None when all are finite."""
+    for name, value in weights.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            return name
+    return None
+
+
+def check_finite(state: dict, path: str | Path) -> None:
+    """Refuse a checkpoint whose weights (or averaged weights) hold NaN or inf: it would predict garbage."""
+    for key in ("model", "averaged"):
+        if isinstance(state.get(key), dict):
+            name = first_nonfinite(state[key])
+            if name is not None:
+                raise UserError(f"{path}: {key} weight {name!r} holds NaN or inf (the training run diverged); "
+                                f"use an earlier checkpoint")
+    score = state.get("best_score")
+    if isinstance(score, float) and not math.isfinite(score):
+        raise UserError(f"{path}: best_score is {score} (the training run diverged)")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -20,13 +20,15 @@ from tqdm import tqdm
 
 from data.handbone import Sample, read_image, resize_image, scan_split
 from models.factory import build_model
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import check_finite, load_checkpoint
 from trainer.fullsize import FullSizeProbs
 from trainer.predictor import Predictor
 from trainer.runtime import Runtime
 from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
+from utils.cli import check_threshold
 from utils.config import Config, from_dict
 from utils.errors import DataError, UserError
+from utils.files import write_error
 from utils.rle import encode_rle_crop
 from utils.submission import SubmissionWriter
 
@@ -80,6 +82,7 @@ def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: f
     state = state if state is not None else load_checkpoint(checkpoint)
     if state.get("classes") != cfg.task.classes:
         raise UserError(f"{checkpoint}: the checkpoint's classes differ from task.classes of the config")
+    check_finite(state, checkpoint)  # NaN weights would write an all-empty submission without a word
     model = build_model(cfg.model, len(cfg.task.classes))
     try:
         model.load_state_dict(state.get("averaged", state["model"]))  # EMA/SWA weights when the run kept them
@@ -139,19 +142,23 @@ class TestImages(Dataset):
 
 
 def parse_thresholds(threshold: float, thresholds_file: str | None, classes: list[str]) -> torch.Tensor:
-    """One threshold per class: from a JSON {class: value} written by --tune-thresholds, or the global one."""
+    """One threshold per class: from a JSON {class: value} written by --tune-thresholds, or the global one.
+    Every value must be a finite number strictly between 0 and 1 (0 or 1 gives full or empty masks)."""
     if thresholds_file is None:
-        return torch.full((len(classes),), float(threshold))
+        return torch.full((len(classes),), check_threshold(threshold, "--threshold"))
     path = Path(thresholds_file)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable thresholds JSON ({e})") from None
-    data = data.get("thresholds", data)
+    if isinstance(data, dict) and "thresholds" in data:
+        data = data["thresholds"]  # the file written by --tune-thresholds nests them
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping {{class: threshold}}, got {type(data).__name__}")
     missing = [c for c in classes if c not in data]
     if missing:
         raise UserError(f"{path}: no threshold for class {missing[0]!r} ({len(missing)} missing)")
-    return torch.tensor([float(data[c]) for c in classes])
+    return torch.tensor([check_threshold(data[c], f"{path}: class {c!r}") for c in classes])
 
 
 def check_members(members: list, classes: list[str] | None = None) -> list[str]:
@@ -214,11 +221,15 @@ def write_submission(members: list, data_root: str | Path, out: str | Path, thre
 def _save_probs(folder: Path, key: str, probs: torch.Tensor) -> None:
     """Model-resolution maps, uint8, compressed; the ensemble upsamples them like live predictions."""
     path = folder / Path(key).with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     quantized = probs.mul(PROBS_SCALE).round_().to(torch.uint8).cpu().numpy()
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, probs=quantized)
-    tmp.replace(path)
+    tmp = path.with_name(path.stem + ".tmp.npz")  # savez adds .npz to any other name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(tmp, probs=quantized)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from None
 
 
 class _Background:

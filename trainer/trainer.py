@@ -20,16 +20,18 @@ from models.factory import build_model
 from schedulers.factory import Schedule
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
-from trainer.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
 from trainer.fullsize import FullSizeProbs, dice_counts
 from trainer.metrics import DiceScore
 from trainer.optim import build_optimizer
 from trainer.predictor import Predictor, model_input
+from trainer.rundir import truncate_metrics
 from trainer.runtime import Runtime, seed_everything
 from transforms.cpu import build_cpu_transforms
 from transforms.gpu import build_gpu_transforms
 from utils.config import Config, save_config, to_dict
 from utils.errors import UserError
+from utils.files import write_error
 from utils.logger import RunLogger
 
 
@@ -61,6 +63,8 @@ class Trainer:
                                                                                 cfg.trainer.epochs)
 
         self.start_epoch, self.best_score, self.stale_validations, self.best_record = 0, -1.0, 0, None
+        self.nonfinite_run, self.nonfinite_epoch, self._window_finite = 0, 0, True  # NaN/inf guard (train_step)
+        self._position = (0, 0)  # (epoch, batch) of the current step, for error messages
         if resume:
             self._resume(resume)
         if runtime.distributed:
@@ -148,6 +152,7 @@ class Trainer:
         for epoch in range(self.start_epoch, t.epochs):
             started = time.time()
             train_loss = self._train_epoch(epoch)
+            self._check_weights_finite(epoch)
             score, per_class = None, None
             if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
                 score, per_class = self.validate(self._ema_model())
@@ -165,14 +170,18 @@ class Trainer:
                       "seconds": round(time.time() - started, 2)}
             if per_class is not None:
                 record["val_dice_per_class"] = dict(zip(self.classes, per_class))
+            if self.nonfinite_epoch:
+                record["nonfinite_steps"] = self.nonfinite_epoch
             if improved:
                 self.best_record = record
-            self.logger.log(record)
+            if self.runtime.is_main:  # checkpoints first: metrics.jsonl is never ahead of last.pt
+                state = self._state(epoch, record)
+                if improved:
+                    save_checkpoint(inference_state(state), self.run_dir / "best.pt")
+                save_checkpoint(state, self.run_dir / "last.pt")
+            self._log(record)
             if self.runtime.is_main:
                 self._report(record, per_class)
-                if improved:
-                    save_checkpoint(self._state(epoch, record), self.run_dir / "best.pt")
-                save_checkpoint(self._state(epoch, record), self.run_dir / "last.pt")
             stopped_by = self._epoch_callbacks(record, improved)
             if stopped_by is not None:
                 if self.runtime.is_main:
@@ -187,6 +196,13 @@ class Trainer:
             self._finish_swa(epoch)
         return {"best_dice": self.best_score, "best_record": self.best_record, "epochs": epoch + 1,
                 "stopped_early": stopped_early, "stopped_by": stopped_by}
+
+    def _log(self, record: dict) -> None:
+        """metrics.jsonl after the checkpoints; a full disk is one line naming the file."""
+        try:
+            self.logger.log(record)
+        except OSError as e:
+            raise write_error(self.logger.path, e) from None
 
     def _emit(self, event: str, *args) -> None:
         if self.runtime.is_main:
@@ -218,14 +234,15 @@ class Trainer:
         score, per_class = self.validate(self.averager.module)
         record = {"epoch": epoch + 1, "swa": True, "swa_models": self.averager.count, "val_dice": score,
                   "val_dice_per_class": dict(zip(self.classes, per_class))}
-        self.logger.log(record)
-        if self.runtime.is_main:
-            print(f"SWA of {self.averager.count} epochs: val Dice {score:.4f} (best single {self.best_score:.4f})")
-            print(format_class_table(self.classes, per_class), flush=True)
+        if self.runtime.is_main:  # checkpoints first: metrics.jsonl is never ahead of last.pt
             state = self._state(epoch, record)
             save_checkpoint(state, self.run_dir / "last.pt")
             if score > self.best_score:
-                save_checkpoint(state, self.run_dir / "best.pt")
+                save_checkpoint(inference_state(state), self.run_dir / "best.pt")
+        self._log(record)
+        if self.runtime.is_main:
+            print(f"SWA of {self.averager.count} epochs: val Dice {score:.4f} (best single {self.best_score:.4f})")
+            print(format_class_table(self.classes, per_class), flush=True)
         if score > self.best_score:
             self.best_score, self.best_record = score, record
 
@@ -237,16 +254,20 @@ class Trainer:
         else:
             self._sampler_generator.manual_seed(t.seed + epoch)
         self.model.train()
+        self.nonfinite_epoch = 0
         total, count = torch.zeros((), device=self.runtime.device), 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
         n_batches = len(self.train_loader)
         for i, batch in enumerate(bar):
+            self._position = (epoch, i)
             loss = self.train_step(batch, step_now=(i + 1) % t.accumulate == 0 or i + 1 == n_batches)
-            total += loss
-            count += 1
+            if torch.isfinite(loss):  # skipped steps do not count towards the epoch's loss
+                total += loss
+                count += 1
             if self.progress and (i % 10 == 0 or i + 1 == n_batches):
-                bar.set_postfix(loss=f"{total.item() / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f"{total.item() / max(count, 1):.4f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         if self.runtime.distributed:
             torch.distributed.all_reduce(total)
             total /= self.runtime.world_size
@@ -262,17 +283,59 @@ class Trainer:
                 logits = self.train_model(x)
             loss = self.loss_fn(logits.float(), y)
             self.scaler.scale(loss / t.accumulate).backward()
+        # one host sync per batch to see a NaN/inf loss (as the fp16 GradScaler does for its gradients)
+        self._window_finite = self._window_finite and bool(torch.isfinite(loss.detach()))
         if step_now:
-            if t.grad_clip is not None:
+            finite = self._all_ranks_finite(self._window_finite)
+            self._window_finite = True
+            if t.grad_clip is not None and finite:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                finite = self._all_ranks_finite(bool(torch.isfinite(norm)) or self.scaler.is_enabled())
+            if finite:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.nonfinite_run = 0
+            else:
+                self._skip_step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.schedule.after_step()
-            if self.averager is not None:
+            self.schedule.after_step()  # the schedule keeps its length, as with the fp16 scaler's skipped steps
+            if self.averager is not None and finite:
                 self.averager.after_step(unwrap(self.model))
         return loss.detach()
+
+    def _all_ranks_finite(self, finite: bool) -> bool:
+        """Every rank skips the same steps: one non-finite rank makes the step non-finite for all."""
+        if not self.runtime.distributed:
+            return finite
+        flag = torch.tensor(float(finite), device=self.runtime.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _skip_step(self) -> None:
+        """A NaN/inf loss or gradient: no optimizer step; a run of `trainer.max_nonfinite_steps` stops training."""
+        self.nonfinite_run += 1
+        self.nonfinite_epoch += 1
+        if self.nonfinite_run >= self.cfg.trainer.max_nonfinite_steps:
+            epoch, batch = self._position
+            raise UserError(self._divergence(f"epoch {epoch + 1}, step {batch + 1}: {self.nonfinite_run} consecutive "
+                                             f"optimizer steps with a NaN/inf loss or gradient were skipped",
+                                             "; set trainer.max_nonfinite_steps to tolerate more"))
+
+    def _check_weights_finite(self, epoch: int) -> None:
+        """Weights or BatchNorm statistics gone NaN/inf cannot recover: stop before validating or saving them."""
+        name = first_nonfinite(unwrap(self.model).state_dict())
+        if name is None and self.averager is not None:
+            name = first_nonfinite(self.averager.module.state_dict())
+        if name is not None:
+            raise UserError(self._divergence(f"epoch {epoch + 1}: weight {name!r} holds NaN or inf"))
+
+    def _divergence(self, what: str, hint: str = "") -> str:
+        c = self.cfg
+        kept = "the last good checkpoints are kept" if (self.run_dir / "last.pt").is_file() else "no checkpoint saved"
+        return (f"{what}; training stopped, {kept} in {self.run_dir}. Likely cause: a learning rate too high "
+                f"(optimizer.lr={c.optimizer.lr:g}), input normalization (data.mean={c.data.mean:g}, "
+                f"data.std={c.data.std:g}), loss parameters or fp16 overflow (trainer.amp={c.trainer.amp}){hint}")
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module | None = None) -> tuple[float, list[float]]:
@@ -308,8 +371,15 @@ class Trainer:
         if state.get("classes") != self.classes:
             raise UserError(f"{path}: checkpoint classes differ from task.classes of the config")
         if "optimizer" not in state:
-            raise UserError(f"{path}: holds no training state to resume from")
-        unwrap(self.model).load_state_dict(state["model"])
+            raise UserError(f"{path}: holds no training state to resume from (best.pt keeps weights only; "
+                            f"resume from last.pt)")
+        check_finite(state, path)
+        try:
+            unwrap(self.model).load_state_dict(state["model"])
+        except RuntimeError as e:
+            m = self.cfg.model
+            raise UserError(f"{path}: weights do not fit model {m.arch}/{m.encoder} of the config "
+                            f"({' '.join(str(e).split())[:160]})") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -323,6 +393,7 @@ class Trainer:
         self.stale_validations = state["stale_validations"]
         self.best_record = state.get("best_record")
         if self.runtime.is_main:
+            truncate_metrics(self.run_dir, self.start_epoch)
             print(f"resumed from {path} at epoch {self.start_epoch + 1} (best Dice so far {self.best_score:.4f})")
 
     def _report(self, record: dict, per_class: list[float] | None) -> None:

@@ -13,12 +13,38 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
                         help="override a config value (parsed as YAML); repeatable, e.g. --set optimizer.lr=3e-4")
 
 
+def check_threshold(value, where: str) -> float:
+    """A mask threshold is a finite number strictly between 0 and 1 (0 or 1 gives full or empty masks, NaN empty
+    ones); `where` names the flag or file entry in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{where}: threshold {value!r} is not a number")
+    if not 0.0 < value < 1.0:  # False for NaN too
+        raise UserError(f"{where}: threshold {value} must be a number strictly between 0 and 1")
+    return float(value)
+
+
+def check_workers(workers: int, flag: str = "--workers") -> int:
+    if workers < 0:
+        raise UserError(f"{flag}: must be 0 (decode in the main process) or more, got {workers}")
+    return workers
+
+
+def one_line(error: BaseException) -> str:
+    """The message of a UserError, also when a DataLoader worker raised it: PyTorch re-raises it in the main
+    process with the worker's whole traceback as its message, whose last line is the original one."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
+    return " ".join(text.split("\n"))
+
+
 def run_main(main) -> None:
     """Run `main()`; a UserError becomes `error: <message>` on stderr and exit status 2."""
     try:
         sys.exit(main())
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

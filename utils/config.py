@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -122,6 +123,7 @@ class TrainerConfig:
     early_stop_patience: int | None = None  # validations without improvement before stopping
     threshold: float = 0.5
     ddp_find_unused_parameters: bool = False  # under torchrun, when some layers get no gradient (encoder_depth < 5)
+    max_nonfinite_steps: int = 25  # consecutive NaN/inf losses (each step skipped) before training stops with an error
 
 
 @dataclass
@@ -323,6 +325,7 @@ def _check(tp, value, path: str):
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {_type_name(value)}")
+        _check_finite_tree(value, path)
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -335,12 +338,26 @@ def _check(tp, value, path: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {_type_name(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {_type_name(value)}")
         return value
     raise TypeError(f"unsupported schema type {tp} at {path}")  # a bug in the schema, not user input
+
+
+def _check_finite_tree(value, path: str) -> None:
+    """Free-form parameter mappings (optimizer.params, loss params, ...) hold no NaN or inf either."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite_tree(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite_tree(item, f"{path}[{i}]")
 
 
 def _type_name(value) -> str:
@@ -385,3 +402,33 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError(f"model.head_prior: must be between 0 and 1, got {cfg.model.head_prior}")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr: must be positive, got {cfg.optimizer.lr}")
+    _check_ranges(cfg)
+
+
+def _at_least(key: str, value, low, inclusive: bool = True) -> None:
+    if value is not None and (value < low if inclusive else value <= low):
+        raise ConfigError(f"{key}: must be {'at least' if inclusive else 'greater than'} {low}, got {value}")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Numbers that would train silently wrong (NaN losses, empty masks) when out of range.
+    Non-finite numbers are already refused by _check."""
+    _at_least("data.std", cfg.data.std, 0.0, inclusive=False)  # the input is divided by it
+    _at_least("optimizer.weight_decay", cfg.optimizer.weight_decay, 0.0)
+    _at_least("scheduler.warmup_epochs", cfg.scheduler.warmup_epochs, 0.0)
+    if not 0.0 < cfg.scheduler.warmup_start_factor <= 1.0:
+        raise ConfigError(f"scheduler.warmup_start_factor: must be in (0, 1], got {cfg.scheduler.warmup_start_factor}")
+    _at_least("trainer.grad_clip", cfg.trainer.grad_clip, 0.0, inclusive=False)
+    _at_least("trainer.max_nonfinite_steps", cfg.trainer.max_nonfinite_steps, 1)
+    _at_least("trainer.early_stop_patience", cfg.trainer.early_stop_patience, 1)
+    _at_least("averaging.swa_lr", cfg.averaging.swa_lr, 0.0, inclusive=False)
+    _at_least("averaging.swa_anneal_epochs", cfg.averaging.swa_anneal_epochs, 1)
+    _at_least("predict.batch_size", cfg.predict.batch_size, 1)
+    _at_least("predict.window", cfg.predict.window, 8)
+    for i, term in enumerate(cfg.loss.terms):
+        _at_least(f"loss.terms[{i}].weight", term.weight, 0.0)
+    if cfg.loss.terms and sum(term.weight for term in cfg.loss.terms) <= 0:
+        raise ConfigError("loss.terms: the weights sum to 0, nothing would be learned")
+    if cfg.data.synthetic is not None:
+        for key in ("ids", "test_ids", "size"):
+            _at_least(f"data.synthetic.{key}", getattr(cfg.data.synthetic, key), 1)

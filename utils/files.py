@@ -1,12 +1,89 @@
-"""Writing results so that a crash never leaves a half-written file that looks complete."""
+"""Writing results so that a crash never leaves a half-written file that looks complete.
+
+Every write goes to a temporary name beside the target and is renamed over it only when complete; a failure
+(full disk, read-only folder, ...) removes the temporary file and becomes a one-line UserError naming the path and
+the operating system's reason.
+"""
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from utils.errors import UserError
+
+
+def os_reason(error: OSError) -> str:
+    """The operating system's words for a failed file operation ("No space left on device")."""
+    return error.strerror or str(error)
+
+
+def write_error(path: str | Path, error: OSError) -> UserError:
+    return UserError(f"{path}: cannot write ({os_reason(error)})")
+
+
+def temp_name(path: Path) -> Path:
+    """`<name>.<pid>.tmp` beside the target: two processes writing the same file never share a temporary."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Temporary files of `path` left by killed processes (`<name>.<pid>.tmp` whose process is gone, and the
+    `<name>.tmp` of older versions), so that a crash leaves no 20 MB `best.pt.tmp` behind for good."""
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.*tmp"):
+        middle = tmp.name[len(path.name) + 1:-len("tmp")].rstrip(".")
+        if (middle == "" or (middle.isdigit() and not _alive(int(middle)))) and tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an absurd number): leave its file alone
+    return True
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on any failure it is removed.
+    An OSError (while writing or renaming) becomes a UserError naming `path` and the reason."""
+    path = Path(path)
+    remove_stale_temps(path)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise write_error(path, e) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write to `<path>.tmp` beside the target, then rename over it (atomic on one file system)."""
+    """Write `text` to `path` atomically (see atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """Before any work: the output file's folder must exist and the path must not be a folder."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder, expected a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"{flag} {path}: the folder {path.parent} is not writable")
+    return path

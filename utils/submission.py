@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import DataError, UserError
+from utils.files import remove_stale_temps, write_error
 from utils.rle import parse_rle, runs_to_rle
 
 __all__ = [
@@ -53,9 +54,14 @@ class SubmissionWriter:
         self._images = set()
 
     def __enter__(self):
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(HEADER)
+        remove_stale_temps(Path(self.path))
+        try:
+            self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._file, lineterminator="\n")
+            self._writer.writerow(HEADER)
+        except OSError as e:
+            self.__exit__(type(e), e, None)
+            raise write_error(self.path, e) from None
         return self
 
     def write_image(self, image_name, rles):
@@ -68,14 +74,21 @@ class SubmissionWriter:
         if image_name in self._images:
             raise ValueError(f"{image_name}: image written twice")
         self._images.add(image_name)
-        self._writer.writerows([image_name, cls, rle] for cls, rle in zip(self.classes, rles))
+        try:
+            self._writer.writerows([image_name, cls, rle] for cls, rle in zip(self.classes, rles))
+        except OSError as e:  # a full disk: one line naming the CSV, and __exit__ removes the temporary file
+            raise write_error(self.path, e) from None
 
     def __exit__(self, exc_type, exc, tb):
         file, self._file, self._writer = self._file, None, None
         try:
-            file.close()
+            if file is not None:
+                file.close()
             if exc_type is None:
                 os.replace(self._tmp, self.path)
+        except OSError as e:  # the last buffered rows hit a full disk, or the rename failed
+            if exc_type is None:
+                raise write_error(self.path, e) from None
         finally:
             if os.path.exists(self._tmp):       # an exception, or close/replace failed
                 with contextlib.suppress(OSError):
@@ -225,13 +238,13 @@ def read_png_size(path):
 
 
 def list_test_images(test_root):
-    """Sorted 'IDxxx/name.png' paths of the test images under ROOT/test/DCM (submission order)."""
+    """Sorted 'IDxxx/name.png' paths of the test images under ROOT/test/DCM (submission order): the one list that
+    inference predicts (data.handbone.scan_split) and that --check and hard voting expect; files it skips are
+    named in a warning there."""
+    from data.handbone import scan_split  # here, not at the top: reading CSVs needs no image library
+
     dcm = Path(test_root) / "test" / "DCM"
-    if not dcm.is_dir():
-        raise DataError(f"{dcm}: test image folder not found (expected DATA_ROOT/test/DCM)")
-    rel = sorted(p.relative_to(dcm).as_posix() for p in dcm.rglob("*.png"))
-    if not rel:
-        raise DataError(f"{dcm}: no .png test images found")
+    rel = [sample.key for sample in scan_split(test_root, "test")]
     seen = {}
     for r in rel:
         name = r.rsplit("/", 1)[-1]
