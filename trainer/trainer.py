@@ -22,9 +22,10 @@ from tracking import build_tracking
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
+from trainer.fullsize import FullSizeProbs, dice_counts
 from trainer.metrics import DiceScore
 from trainer.optim import build_optimizer
-from trainer.predictor import Predictor, model_input, to_full_size
+from trainer.predictor import Predictor, model_input
 from trainer.rundir import truncate_metrics
 from trainer.runtime import Runtime, seed_everything
 from transforms.cpu import build_cpu_transforms
@@ -348,10 +349,8 @@ class Trainer:
             probs = self.predictor(batch["image"])
             for p, index in zip(probs, batch["index"].tolist()):
                 truth_i = self.data.truth_index[index]
-                bits = torch.from_numpy(self.data.truth.mask_bits(truth_i).copy()).to(self.runtime.device)
-                size = self.data.truth.original_size(truth_i)
-                target = unpack_mask_bits(bits, size[1]).bool()
-                score.update(to_full_size(p, size) > threshold, target)
+                full = FullSizeProbs([(p, 1.0)], self.data.truth.original_size(truth_i))
+                score.update_counts(*dice_counts(full, threshold, self.data.truth.mask_bits(truth_i)))
         self.model.train()
         return score.compute()
 
