@@ -28,7 +28,7 @@ from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
 from utils.cli import check_threshold
 from utils.config import Config, from_dict
 from utils.errors import DataError, UserError
-from utils.files import write_error
+from utils.files import write_error, write_text_atomic
 from utils.rle import encode_rle_crop
 from utils.submission import SubmissionWriter
 
@@ -208,13 +208,16 @@ def write_submission(members: list, data_root: str | Path, out: str | Path, thre
     thresholds = thresholds.to(runtime.device)
     if save_probs is not None:
         save_probs = Path(save_probs)
-        save_probs.mkdir(parents=True, exist_ok=True)
+        try:
+            save_probs.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(save_probs, e) from None
     with SubmissionWriter(out, classes) as writer, _Background(writer) as background:
         for sample, probs in iter_full_size_probs(members, samples, runtime, num_workers, progress, save_probs):
             masks = [None if m is None else (m[0], m[1].cpu().numpy()) for m in probs.masks(thresholds)]
             background.submit(Path(sample.key).name, probs.size[1], masks)
     if save_probs is not None:
-        (save_probs / "probs.json").write_text(json.dumps({"classes": classes}))
+        write_text_atomic(save_probs / "probs.json", json.dumps({"classes": classes}))
     return len(samples)
 
 
