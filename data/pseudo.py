@@ -30,18 +30,19 @@ import cv2
 import numpy as np
 
 from data.handbone import ANNOTATION_DIR, IMAGE_DIR, Sample
+from trainer.fullsize import FullSizeProbs
 from utils.errors import UserError
 
 MANIFEST = "pseudo_labels.json"
 
 
-def mask_to_polygon(mask: np.ndarray) -> np.ndarray | None:
+def mask_to_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray | None:
     """(H, W) mask -> (N, 2) int32 [x, y] points of its largest component's outer contour, or None when empty.
 
     The points are the centres of the component's boundary pixels (cv2.CHAIN_APPROX_SIMPLE, which only drops
     points in the middle of straight horizontal, vertical and diagonal runs, so filling is unchanged). None also for
     a component whose contour has fewer than 3 points (one or two pixels, or a straight line): `read_polygons`
-    would skip such a polygon.
+    would skip such a polygon. `offset`: (top, left) of `mask` in the image when it is a crop of the full mask.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -51,6 +52,7 @@ def mask_to_polygon(mask: np.ndarray) -> np.ndarray | None:
         return None
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.ascontiguousarray(mask[y0:y1, x0:x1] != 0, dtype=np.uint8)
+    y0, x0 = y0 + offset[0], x0 + offset[1]
     count, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
     if count > 2:  # keep the largest component (label 0 is the background)
         crop = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
@@ -127,7 +129,8 @@ class PseudoReport:
 def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str | Path, classes: list[str],
                         threshold: float = 0.5, min_confidence: float = 0.9,
                         info: dict | None = None) -> PseudoReport:
-    """Write a pseudo-label folder from (test sample, full-size probabilities (C, H, W)) pairs.
+    """Write a pseudo-label folder from (test sample, full-size probabilities) pairs: trainer.fullsize's
+    FullSizeProbs (as trainer.inference.iter_full_size_probs yields them) or (C, H, W) tensors / arrays.
 
     Images with `confidence(probs) < min_confidence` are skipped; a kept image's masks are `probs > threshold`
     (as in the submission). Besides the training layout, `DIR/pseudo_labels.json` records the settings, `info`
@@ -140,22 +143,23 @@ def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str |
     tmp = _make_tmp(out)
     try:
         for sample, probs in predictions:
-            if probs.shape[0] != len(classes):
-                raise ValueError(f"{sample.key}: {probs.shape[0]} probability maps for {len(classes)} classes")
-            score = confidence(probs)
+            if not isinstance(probs, FullSizeProbs):
+                probs = FullSizeProbs.of(probs)
+            if probs.num_classes != len(classes):
+                raise ValueError(f"{sample.key}: {probs.num_classes} probability maps for {len(classes)} classes")
+            score = probs.confidence()
             report.confidences[sample.key] = score
             if score < min_confidence:
                 report.skipped.append(sample.key)
                 continue
-            masks = _to_numpy(probs > threshold)
             polygons, empty = {}, []
-            for name, mask in zip(classes, masks):
-                points = mask_to_polygon(mask)
+            for name, item in zip(classes, probs.masks(threshold)):
+                points = None if item is None else mask_to_polygon(_to_numpy(item[1]), (item[0][0], item[0][2]))
                 if points is None:
                     empty.append(name)
                 else:
                     polygons[name] = points
-            report.linked += _write_sample(tmp, sample, polygons, masks.shape[-2:])
+            report.linked += _write_sample(tmp, sample, polygons, probs.size)
             report.kept.append(sample.key)
             if empty:
                 report.empty[sample.key] = empty

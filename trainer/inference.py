@@ -1,9 +1,9 @@
 """From checkpoints (or saved probability maps) to a submission CSV, shared by inference.py and ensemble.py.
 
 Per test image: decode and resize in DataLoader workers (I/O overlaps compute), predict with each member at its
-own input size and TTA, upsample to the image's own size on the device, average with the weights, threshold,
-run-length encode on the device, and write in a background thread while the next image is predicted. Only one
-image's full-size maps exist at a time, so host memory stays flat for any number of test images.
+own input size and TTA, then (trainer/fullsize.py) upsample, average with the weights and threshold only inside
+each class's box where the mask can be positive, run-length encode the crops with their offsets and write in a
+background thread while the next image is predicted. No full-size map is ever allocated.
 """
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ from data.dataset import image_tensor
 from data.handbone import Sample, read_image, resize_image, scan_split
 from models.factory import build_model
 from trainer.checkpoint import check_finite, load_checkpoint
+from trainer.fullsize import FullSizeProbs
 from trainer.modes import build_mode
-from trainer.predictor import Predictor, to_full_size
+from trainer.predictor import Predictor
 from trainer.runtime import Runtime
 from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
 from utils.cli import check_threshold
 from utils.config import Config, from_dict
 from utils.errors import DataError, UserError
-from utils.files import write_error
-from utils.rle import encode_rle_batch
+from utils.files import write_error, write_text_atomic
+from utils.rle import encode_rle_crop
 from utils.submission import SubmissionWriter
 
 PROBS_SCALE = 255  # saved probability maps are uint8: p * 255, rounded
@@ -180,17 +181,17 @@ def _classes_of(member) -> list[str]:
 def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime, num_workers: int = 2,
                          progress: bool = True, save_probs: Path | None = None, desc: str = "predict",
                          read_image=read_image):
-    """Yield (sample, weighted mean of the members' probabilities at the image's own size (C, H, W), on the device),
-    one image at a time; with `save_probs`, each model's model-resolution maps are saved on the way."""
+    """Yield (sample, FullSizeProbs: the weighted mean of the members' probabilities at the image's own size,
+    computed only where asked), one image at a time; with `save_probs`, each model's model-resolution maps are
+    saved on the way. `read_image`: the dataset format's decoder."""
     models = [m for m in members if isinstance(m, ModelMember)]
     loader = DataLoader(TestImages(samples, models, read_image), batch_size=None, num_workers=num_workers,
                         pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
     by_key = {s.key: s for s in samples}
-    total_weight = sum(m.weight for m in members)
     for item in tqdm(loader, desc=desc, unit="img", disable=not progress):
         size = tuple(item["size"].tolist())
         inputs = iter(item["inputs"])  # one per ModelMember, in order
-        probs = None
+        parts = []
         for member in members:
             if isinstance(member, ModelMember):
                 p = member.predictor(next(inputs)[None])[0]
@@ -198,9 +199,8 @@ def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime,
                     _save_probs(save_probs, item["key"], p)
             else:
                 p = member.load(item["key"]).to(runtime.device)
-            p = to_full_size(p, size).mul_(member.weight)
-            probs = p if probs is None else probs.add_(p)
-        yield by_key[item["key"]], probs.div_(total_weight)
+            parts.append((p, member.weight))
+        yield by_key[item["key"]], FullSizeProbs(parts, size)
 
 
 def write_submission(members: list, data_root: str | Path, out: str | Path, thresholds: torch.Tensor,
@@ -209,15 +209,19 @@ def write_submission(members: list, data_root: str | Path, out: str | Path, thre
     """Predict every test image with the weighted members and write the CSV; returns the number of images."""
     classes = check_members(members)
     samples = scan_split(data_root, "test")
-    thresholds = thresholds.to(runtime.device).view(-1, 1, 1)
+    thresholds = thresholds.to(runtime.device)
     if save_probs is not None:
         save_probs = Path(save_probs)
-        save_probs.mkdir(parents=True, exist_ok=True)
+        try:
+            save_probs.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(save_probs, e) from None
     with SubmissionWriter(out, classes) as writer, _Background(writer) as background:
         for sample, probs in iter_full_size_probs(members, samples, runtime, num_workers, progress, save_probs):
-            background.submit(Path(sample.key).name, probs > thresholds)
+            masks = [None if m is None else (m[0], m[1].cpu().numpy()) for m in probs.masks(thresholds)]
+            background.submit(Path(sample.key).name, probs.size[1], masks)
     if save_probs is not None:
-        (save_probs / "probs.json").write_text(json.dumps({"classes": classes}))
+        write_text_atomic(save_probs / "probs.json", json.dumps({"classes": classes}))
     return len(samples)
 
 
@@ -248,16 +252,19 @@ class _Background:
         self.thread.start()
         return self
 
-    def submit(self, name: str, masks: torch.Tensor) -> None:
+    def submit(self, name: str, width: int, masks: list) -> None:
+        """`masks`: per class (box, bool crop) or None (empty), as FullSizeProbs.masks gives them."""
         if self.error is not None:
             raise self.error
-        self.queue.put((name, masks))
+        self.queue.put((name, width, masks))
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    self.writer.write_image(item[0], encode_rle_batch(item[1]))
+                    name, width, masks = item
+                    self.writer.write_image(name, [
+                        "" if m is None else encode_rle_crop(m[1], m[0][0], m[0][2], width) for m in masks])
                 except BaseException as e:  # re-raised in the main thread
                     self.error = e
 

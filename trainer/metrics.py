@@ -27,6 +27,12 @@ class DiceScore:
         self.sums += dice_per_class(pred, target)
         self.count += 1
 
+    def update_counts(self, inter: torch.Tensor, pred_area: torch.Tensor, truth_area: torch.Tensor) -> None:
+        """One image from per-class counts (float64), e.g. trainer.fullsize.dice_counts: same Dice as `update`."""
+        dice = (2 * inter + DICE_EPS) / (pred_area + truth_area + DICE_EPS)
+        self.sums += dice.to(self.sums.device)
+        self.count += 1
+
     def compute(self) -> tuple[float, list[float]]:
         sums, count = self.sums.clone(), self.count.clone()
         if dist.is_available() and dist.is_initialized():

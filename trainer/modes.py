@@ -94,12 +94,10 @@ class _DiceAdapter:
         self.score = DiceScore(num_classes, device)
 
     def add(self, probs: torch.Tensor, truth, index: int, threshold: float) -> None:
-        from data.dataset import unpack_mask_bits
-        from trainer.predictor import to_full_size
+        from trainer.fullsize import FullSizeProbs, dice_counts
 
-        size = truth.original_size(index)
-        bits = torch.from_numpy(truth.mask_bits(index).copy()).to(probs.device)
-        self.score.update(to_full_size(probs, size) > threshold, unpack_mask_bits(bits, size[1]).bool())
+        full = FullSizeProbs([(probs, 1.0)], truth.original_size(index))
+        self.score.update_counts(*dice_counts(full, threshold, truth.mask_bits(index)))
 
     def compute(self) -> tuple[float, list[float], dict]:
         score, per_class = self.score.compute()

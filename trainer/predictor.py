@@ -1,6 +1,6 @@
 """One predictor for validation, inference and ensembles, so the score seen in training is computed by the code
-that writes the submission: whole-image resize or sliding window with Gaussian blending, optional flip TTA,
-probabilities upsampled to each image's own size on the device.
+that writes the submission: whole-image resize or sliding window with Gaussian blending, optional flip TTA;
+trainer/fullsize.py takes the model-resolution probabilities to each image's own size.
 """
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ class Predictor:
 
 
 def to_full_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) probabilities -> (C, H, W) at the image's own size (bilinear), on the same device."""
+    """(C, h, w) probabilities -> (C, H, W) at the image's own size (bilinear), on the same device: the whole-image
+    reference that trainer/fullsize.py reproduces inside its boxes (used by tests and benchmarks only)."""
     if tuple(probs.shape[-2:]) == tuple(size):
         return probs
     return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]

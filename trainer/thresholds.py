@@ -1,20 +1,22 @@
 """Per-class thresholds that maximize each class's validation Dice (the competition score, per image).
 
 One pass over the validation fold: per image and class, histograms of the full-size probabilities (all pixels,
-and pixels of the true mask) over BINS bins give, for every candidate threshold at once, the predicted area and
-the intersection, hence the exact per-image Dice of every threshold on the grid.
+and pixels of the true mask; computed only in the boxes where a pixel can exceed 1 / BINS) over BINS bins give,
+for every candidate threshold at once, the predicted area and the intersection, hence the exact per-image Dice of
+every threshold on the grid.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.dataset import ImageDataset, unpack_mask_bits
+from data.dataset import ImageDataset
 from data.pipeline import prepare_fold
+from trainer.fullsize import FullSizeProbs, bits_count, one_thread, unpack_box
 from trainer.inference import ModelMember
 from trainer.metrics import DICE_EPS
-from trainer.predictor import to_full_size
 from transforms.cpu import build_cpu_transforms
 
 BINS = 100  # candidate thresholds 0.01 .. 0.99
@@ -32,9 +34,8 @@ def tune_thresholds(member: ModelMember, runtime, progress: bool = True) -> dict
         probs = member.predictor(batch["image"])
         for p, index in zip(probs, batch["index"].tolist()):
             t = data.truth_index[index]
-            size = data.truth.original_size(t)
-            bits = torch.from_numpy(data.truth.mask_bits(t).copy()).to(runtime.device)
-            dice_sums += per_threshold_dice(to_full_size(p, size), unpack_mask_bits(bits, size[1]).bool())
+            full = FullSizeProbs([(p, 1.0)], data.truth.original_size(t))
+            dice_sums += per_threshold_dice_boxes(full, data.truth.mask_bits(t)).to(runtime.device)
             count += 1
     mean = (dice_sums / max(count, 1)).cpu()
     best = mean[:, 1:].argmax(1) + 1  # bin 0 (threshold 0) would mark every pixel
@@ -47,9 +48,34 @@ def tune_thresholds(member: ModelMember, runtime, progress: bool = True) -> dict
 
 def per_threshold_dice(probs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """(C, H, W) probabilities and bool truth -> (C, BINS) Dice of `probs > b / BINS` for each bin b."""
+    above_all, above_true = _above_counts(probs.flatten(1), truth.flatten(1))
+    return _dice(above_all, above_true, truth.flatten(1).sum(1, keepdim=True).double())
+
+
+def per_threshold_dice_boxes(probs: FullSizeProbs, bits: np.ndarray) -> torch.Tensor:
+    """per_threshold_dice from the boxes where some pixel can exceed the lowest candidate, 1 / BINS, and the packed
+    (C, H, W/8) truth. Outside those boxes every pixel falls in bin 0, which only column 0 (threshold 0, never
+    chosen) counts: there it is taken as every pixel (sigmoid outputs are > 0); columns 1.. are exact."""
+    c = probs.num_classes
+    above_all = torch.zeros(c, BINS, dtype=torch.float64)
+    above_true = torch.zeros(c, BINS, dtype=torch.float64)
+    with one_thread(probs.device):
+        for k, box in enumerate(probs.boxes(1 / BINS)):
+            if box is not None:
+                values = probs.crop(k, box).cpu().flatten()[None]
+                truth = torch.from_numpy(unpack_box(bits[k], box).reshape(1, -1))
+                above_all[k], above_true[k] = (a[0] for a in _above_counts(values, truth))
+    truth_area = torch.from_numpy(bits_count(bits).astype(np.float64))[:, None]
+    above_all[:, 0] = probs.size[0] * probs.size[1]
+    above_true[:, 0] = truth_area[:, 0]
+    return _dice(above_all, above_true, truth_area)
+
+
+def _above_counts(probs: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, N) probabilities and bool truth -> (C, BINS) float64 counts of pixels (all, true) with bin >= b."""
     c = probs.shape[0]
     # `p > b / BINS` holds exactly when ceil(p * BINS) - 1 >= b
-    bins = (probs.flatten(1) * BINS).ceil_().sub_(1).clamp_(-1, BINS - 1).long()
+    bins = (probs * BINS).ceil_().sub_(1).clamp_(-1, BINS - 1).long()
     offsets = torch.arange(c, device=probs.device)[:, None] * (BINS + 1)
     flat = (bins + 1 + offsets).flatten()
     hist_all = torch.bincount(flat, minlength=c * (BINS + 1)).view(c, BINS + 1)
@@ -57,5 +83,8 @@ def per_threshold_dice(probs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor
     # counts of pixels with bin >= b, for b = 0 .. BINS - 1 (column 0 of the histogram holds p == 0)
     above_all = hist_all.flip(1).cumsum(1).flip(1)[:, 1:].double()
     above_true = hist_true.flip(1).cumsum(1).flip(1)[:, 1:].double()
-    truth_area = truth.flatten(1).sum(1, keepdim=True).double()
+    return above_all, above_true
+
+
+def _dice(above_all: torch.Tensor, above_true: torch.Tensor, truth_area: torch.Tensor) -> torch.Tensor:
     return (2 * above_true + DICE_EPS) / (above_all + truth_area + DICE_EPS)

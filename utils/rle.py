@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["decode_rle", "encode_rle", "encode_rle_batch", "parse_rle", "runs_to_rle"]
+__all__ = ["decode_rle", "encode_rle", "encode_rle_batch", "encode_rle_crop", "parse_rle", "runs_to_rle"]
 
 
 # --------------------------------------------------------------------------- text formatting
@@ -182,6 +182,27 @@ def encode_rle(mask):
     A tensor on a GPU is copied to the host whole; for many classes use encode_rle_batch.
     """
     return _runs_text(_boundaries(_flat_mask(mask)))
+
+
+def encode_rle_crop(mask, top, left, width):
+    """RLE text of a full-size mask of row width `width` that is zero outside `mask`, a 2-D crop whose
+    top-left pixel sits at (top, left): equal to encode_rle of the full mask, without allocating it.
+
+    A crop narrower than the image gets a zero column on its right, so that no run continues into the next crop
+    row (in the full mask the pixels between crop rows are zero); the boundaries are then moved to global
+    positions. A full-width crop is a contiguous block of the flat mask, shifted as a whole.
+    """
+    mask = _flat_mask(mask).reshape(np.shape(mask))
+    rows, cols = mask.shape
+    if left < 0 or top < 0 or left + cols > width:
+        raise ValueError(f"crop at ({top}, {left}) of width {cols} does not fit a mask of width {width}")
+    if cols == width:
+        return _runs_text(_boundaries(mask.reshape(-1)) + top * width)
+    padded = np.zeros((rows, cols + 1), dtype=np.uint8)
+    padded[:, :cols] = mask
+    local = _boundaries(padded.reshape(-1)) - 1                # 0-indexed positions in the padded crop
+    row, col = np.divmod(local, cols + 1)
+    return _runs_text((top + row) * width + left + col + 1)
 
 
 # --------------------------------------------------------------------------- batch (device)

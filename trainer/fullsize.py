@@ -1,0 +1,280 @@
+"""Full-size masks at a cost that follows the bones, not the image.
+
+Bilinear upsampling (align_corners=False) makes every full-size pixel a convex combination of at most 2x2
+model-resolution cells, so `p > t` can only hold next to a cell above t. Per class, the cells above t (less a
+rounding margin) give a box of full-size rows and columns; only that box is computed, and everything outside is
+known to be <= t without being allocated. Masks, Dice counts, threshold histograms, confidences and RLE text all
+come from the boxes (FullSizeProbs), for validation, inference, ensembles, pseudo-labels and threshold tuning.
+
+Exactness: inside a box the values are F.interpolate's bit for bit on the CPU. Why this is hand-written: no
+torch op interpolates a sub-window of the full-size grid (F.interpolate of a crop has other coordinates), so
+aten's CPU kernel (UpSampleKernel.cpp, non-separable, float32) is mirrored: source index
+fma(in/out, i + 0.5, -0.5) clamped at 0, lambda = src - floor(src), weights (1 - lambda, lambda); per pixel the
+width is interpolated first, then the height, each as fma(x0, w0, x1 * w1) (the contraction the compiler makes
+of `t0 * w0 + t1 * w1`), done by torch.addcmul. A channels-last map, or a small output, goes through aten's
+channels-last kernel, mirrored too (_channels_last_box). On CUDA the kernel's contraction is nvcc's choice and is
+not verified here (no GPU was lent): there a value within an ulp of the threshold could flip.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+import torch
+
+MARGIN = 1e-5  # cells above t - MARGIN count as hot: covers float rounding of weights that sum to 1 + ulp
+
+
+@functools.lru_cache(maxsize=64)
+def axis_table(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """torch's 1-D linear interpolation from size_in to size_out: (lo, hi) int64 and (w_lo, w_hi) float32."""
+    out = np.arange(size_out)
+    if size_in == size_out:
+        return out, out, np.ones(size_out, np.float32), np.zeros(size_out, np.float32)
+    scale = np.float32(size_in) / np.float32(size_out)
+    src = (np.float64(scale) * (out + 0.5) - 0.5).astype(np.float32)  # one rounding: fma
+    src = np.maximum(src, np.float32(0))
+    lo = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
+    lam = np.clip(src - lo.astype(np.float32), 0, 1).astype(np.float32)
+    hi = np.minimum(lo + 1, size_in - 1)
+    return lo, hi, np.float32(1) - lam, lam
+
+
+@functools.lru_cache(maxsize=64)
+def _device_table(size_in: int, size_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    lo, hi, w_lo, w_hi = axis_table(size_in, size_out)
+    return tuple(torch.from_numpy(a).to(device) for a in (lo, hi, w_lo, w_hi))
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device):
+    """On the CPU, run the crop work with one intra-op thread: crops are small, and a second thread only adds
+    synchronisation (on the loaded 2-core machine here, 10x more CPU time with 2 threads than with 1,
+    benchmarks/RESULTS.md). Restores the previous count; nothing changes on an accelerator."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 fma(a, b, c), one rounding: torch.addcmul is a fused multiply-add (tests/test_fullsize.py checks the
+    results bit for bit against F.interpolate; a float64 emulation costs 9x more)."""
+    return torch.addcmul(c, a, b)
+
+
+def uses_channels_last_kernel(p: torch.Tensor, size: tuple[int, int]) -> bool:
+    """Whether aten (CPU) interpolates this (C, h, w) map with its channels-last kernel (UpSampleKernel.cpp's
+    _use_vectorized_kernel_cond_2d / upsample_bilinear2d_kernel_impl_float), whose rounding differs."""
+    if p.device.type != "cpu":
+        return False
+    channels = p.shape[0]
+    channels_last = channels > 3 and p[None].is_contiguous(memory_format=torch.channels_last)
+    return channels_last or size[0] + size[1] <= 128 or (torch.get_num_threads() == 1 and channels == 3)
+
+
+def upsample_box(p: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int], c: int,
+                 channels_last: bool = False) -> torch.Tensor:
+    """Channel c of a (C, h, w) map bilinearly upsampled to `size`, rows r0:r1 and columns c0:c1 of `box` only,
+    with F.interpolate's values; `channels_last`: as aten's channels-last kernel computes them."""
+    r0, r1, c0, c1 = box
+    h, w = p.shape[-2:]
+    if (h, w) == tuple(size):
+        return p[c, r0:r1, c0:c1].clone()
+    rows = tuple(t[r0:r1] for t in _device_table(h, size[0], p.device))
+    cols = tuple(t[c0:c1] for t in _device_table(w, size[1], p.device))
+    if channels_last:
+        return _channels_last_box(p, c, rows, cols, _vector_width())
+    rlo, rhi, rw0, rw1 = rows
+    clo, chi, cw0, cw1 = cols
+    lo_r, hi_r = axis_table(h, size[0])[:2]
+    a0, a1 = int(lo_r[r0]), int(hi_r[r1 - 1]) + 1  # the model-resolution rows the box reads
+    rows = p[c, a0:a1]
+    across = _fma(rows.index_select(1, clo), cw0, rows.index_select(1, chi) * cw1)  # along the width first
+    return _fma(across.index_select(0, rlo - a0), rw0[:, None], across.index_select(0, rhi - a0) * rw1[:, None])
+
+
+def _channels_last_box(p, c, rows, cols, width: int) -> torch.Tensor:
+    """aten's channels-last kernel: weights h * w per corner, summed as fma chains that differ between the
+    channels in SIMD vectors of `width` floats and the scalar tail (the last C % width channels)."""
+    rlo, rhi, rw0, rw1 = rows
+    clo, chi, cw0, cw1 = cols
+    w00, w01 = rw0[:, None] * cw0, rw0[:, None] * cw1
+    w10, w11 = rw1[:, None] * cw0, rw1[:, None] * cw1
+    top, bottom = p[c].index_select(0, rlo), p[c].index_select(0, rhi)
+    x00, x01 = top.index_select(1, clo), top.index_select(1, chi)
+    x10, x11 = bottom.index_select(1, clo), bottom.index_select(1, chi)
+    if c < p.shape[0] - p.shape[0] % width:
+        return _fma(x00, w00, _fma(x01, w01, _fma(x11, w11, x10 * w10)))
+    return _fma(x11, w11, _fma(x10, w10, _fma(x00, w00, x01 * w01)))
+
+
+@functools.lru_cache(maxsize=1)
+def _vector_width() -> int:
+    """The float SIMD width of aten's channels-last kernel on this CPU (8 with AVX2, also on AVX512 CPUs here):
+    found once by comparing with F.interpolate; 8 when none fits (then values may differ by an ulp)."""
+    import torch.nn.functional as F
+
+    x = torch.rand(1, 37, 9, 8, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    reference = F.interpolate(x, size=(13, 11), mode="bilinear", align_corners=False)[0]
+    rows, cols = _device_table(9, 13, x.device), _device_table(8, 11, x.device)
+    for width in (8, 16, 4, 32, 1):
+        if torch.equal(torch.stack([_channels_last_box(x[0], k, rows, cols, width) for k in range(37)]), reference):
+            return width
+    return 8
+
+
+def _full_range(table, first: int, end: int) -> tuple[int, int]:
+    """The full-size lines [r0, r1) that read a model-resolution line in [first, end)."""
+    lo, hi = table[:2]
+    return int(np.searchsorted(hi, first, "left")), int(np.searchsorted(lo, end - 1, "right"))
+
+
+def _first_last(lines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.arange(lines.shape[1], device=lines.device)
+    first = torch.where(lines, idx, lines.shape[1]).amin(1)
+    last = torch.where(lines, idx, -1).amax(1)
+    return first, last + 1
+
+
+class FullSizeProbs:
+    """One image's weighted mean of members' probabilities at its own size, computed only where asked.
+
+    `parts`: (probabilities (C, h, w) at each member's resolution, weight). The mean is formed as the old path did
+    (each member upsampled and multiplied by its weight, summed in order, divided by the total weight), so the
+    values inside a box are the old full-size values.
+    """
+
+    def __init__(self, parts: list[tuple[torch.Tensor, float]], size: tuple[int, int]):
+        self.parts = parts
+        self.size = (int(size[0]), int(size[1]))
+        self.total_weight = sum(w for _, w in parts)
+        self.num_classes = parts[0][0].shape[0]
+        self.device = parts[0][0].device
+        self.kernels = [uses_channels_last_kernel(p, self.size) for p, _ in parts]
+
+    @classmethod
+    def of(cls, probs) -> FullSizeProbs:
+        """Full-size (C, H, W) probabilities (a tensor or an array) as FullSizeProbs (boxes are plain slices)."""
+        probs = torch.from_numpy(np.asarray(probs)) if not isinstance(probs, torch.Tensor) else probs
+        return cls([(probs.float(), 1.0)], tuple(probs.shape[-2:]))
+
+    def boxes(self, thresholds) -> list[tuple[int, int, int, int] | None]:
+        """Per class, the full-size box (r0, r1, c0, c1) outside which every pixel is <= its threshold, or None.
+
+        Per member, the first and last model-resolution rows and columns with a hot cell (one synchronisation for
+        all), then the full-size rows and columns that read any line between them (the tables are monotonic);
+        the union over members."""
+        t = torch.as_tensor(thresholds, dtype=torch.float32, device=self.device).reshape(-1)
+        t = t.expand(self.num_classes).view(-1, 1, 1) - MARGIN
+        bounds = []
+        for p, _ in self.parts:  # a line is hot where its maximum is (max, then compare: faster than any())
+            t2 = t.view(-1, 1)
+            bounds.append(torch.stack([*_first_last(p.amax(2) > t2), *_first_last(p.amax(1) > t2)], 1))
+        bounds = torch.stack(bounds).tolist()  # (members, C, 4)
+        boxes = [None] * self.num_classes
+        for (p, _), member in zip(self.parts, bounds):
+            tables = (axis_table(p.shape[-2], self.size[0]), axis_table(p.shape[-1], self.size[1]))
+            for c, (a0, a1, b0, b1) in enumerate(member):
+                if a0 >= a1:
+                    continue
+                box = (*_full_range(tables[0], a0, a1), *_full_range(tables[1], b0, b1))
+                if box[0] >= box[1] or box[2] >= box[3]:  # downsampling can skip the hot lines
+                    continue
+                old = boxes[c]
+                boxes[c] = box if old is None else (min(old[0], box[0]), max(old[1], box[1]),
+                                                    min(old[2], box[2]), max(old[3], box[3]))
+        return boxes
+
+    def crop(self, c: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """Class c's mean probabilities inside `box`, float32, equal to the full-size map's values there."""
+        mean = None
+        for (p, weight), channels_last in zip(self.parts, self.kernels):
+            v = upsample_box(p, self.size, box, c, channels_last)
+            if weight != 1.0:
+                v = v.mul_(weight)
+            mean = v if mean is None else mean.add_(v)
+        return mean.div_(self.total_weight) if self.total_weight != 1.0 else mean
+
+    def masks(self, thresholds) -> list[tuple[tuple[int, int, int, int], torch.Tensor] | None]:
+        """Per class, (box, `probs > threshold` inside it) or None where the mask is empty for sure.
+
+        `thresholds`: a float or a (C,) tensor, compared as the old path compared the full-size map."""
+        per_class = isinstance(thresholds, torch.Tensor) and thresholds.numel() > 1
+        out = []
+        with one_thread(self.device):
+            for c, box in enumerate(self.boxes(thresholds)):
+                t = thresholds.reshape(-1)[c].to(self.device) if per_class else thresholds
+                out.append(None if box is None else (box, self.crop(c, box) > t))
+        return out
+
+    def full(self) -> torch.Tensor:
+        """The whole (C, H, W) map (the reference's values; for tests and small images)."""
+        box = (0, self.size[0], 0, self.size[1])
+        with one_thread(self.device):
+            return torch.stack([self.crop(c, box) for c in range(self.num_classes)])
+
+    def confidence(self) -> float:
+        """0.5 + mean over classes and pixels of |p - 0.5|, without the full-size map.
+
+        Outside the boxes for 0.5 every pixel is <= 0.5, so there |p - 0.5| = 0.5 - p, and the sum of p over the
+        whole image is linear in the model-resolution maps (row and column weight sums). Equal to data.pseudo's
+        confidence of the full map up to float64 rounding of the sums (~1e-9)."""
+        inside_abs = inside_sum = 0.0
+        inside_count = 0
+        with one_thread(self.device):
+            for c, box in enumerate(self.boxes(0.5)):
+                if box is not None:
+                    v = self.crop(c, box)
+                    inside_abs += float((v - 0.5).abs_().sum(dtype=torch.float64))
+                    inside_sum += float(v.sum(dtype=torch.float64))
+                    inside_count += v.numel()
+        n = self.num_classes * self.size[0] * self.size[1]
+        outside = 0.5 * (n - inside_count) - (self._total_sum() - inside_sum)
+        return 0.5 + (inside_abs + outside) / n
+
+    def _total_sum(self) -> float:
+        """Sum of the mean map over all classes and full-size pixels, from the model-resolution maps."""
+        total = 0.0
+        for p, weight in self.parts:
+            h, w = p.shape[-2:]
+            line_weights = []
+            for n_in, n_out in ((h, self.size[0]), (w, self.size[1])):
+                lo, hi, w_lo, w_hi = axis_table(n_in, n_out)
+                sums = np.bincount(lo, w_lo.astype(np.float64), n_in) + np.bincount(hi, w_hi.astype(np.float64), n_in)
+                line_weights.append(torch.from_numpy(sums).to(p.device))
+            total += weight * float(torch.einsum("cab,a,b->", p.double(), *line_weights))
+        return total / self.total_weight
+
+
+def bits_count(bits: np.ndarray) -> np.ndarray:
+    """Set bits per class of packed (C, H, W/8) masks: the truth's areas without unpacking them."""
+    return np.bitwise_count(bits).reshape(bits.shape[0], -1).sum(1, dtype=np.int64)
+
+
+def unpack_box(bits: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """(H, W/8) packed mask (numpy's big-endian bit order) -> the (r1 - r0, c1 - c0) bool crop of `box`."""
+    r0, r1, c0, c1 = box
+    block = np.unpackbits(bits[r0:r1, c0 // 8:(c1 + 7) // 8], axis=1)
+    return block[:, c0 % 8:c0 % 8 + c1 - c0].view(bool)
+
+
+def dice_counts(probs: FullSizeProbs, threshold, bits: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Per class (intersection, predicted area, true area), float64, of `probs > threshold` and the packed
+    (C, H, W/8) truth: the mask is only looked at inside the boxes, the truth's area comes from its bits."""
+    inter = torch.zeros(probs.num_classes, dtype=torch.float64)
+    area = torch.zeros(probs.num_classes, dtype=torch.float64)
+    for c, item in enumerate(probs.masks(threshold)):
+        if item is not None:
+            box, mask = item
+            mask = mask.cpu().numpy()  # numpy: no thread-pool round trip per small crop
+            inter[c] = np.count_nonzero(mask & unpack_box(bits[c], box))
+            area[c] = np.count_nonzero(mask)
+    return inter, area, torch.from_numpy(bits_count(bits).astype(np.float64))
