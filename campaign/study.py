@@ -2,6 +2,7 @@
 heartbeat that fails and retries the trials of dead workers, and the record of what the study sweeps."""
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -51,11 +52,25 @@ def open_storage(url: str, heartbeat: int | None = None, grace: int | None = Non
         heartbeat_kwargs = dict(heartbeat_interval=heartbeat, grace_period=grace or 2 * heartbeat,
                                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                                     max_retry=1))
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **heartbeat_kwargs)
-    except Exception as e:  # sqlalchemy/driver errors of every kind: the user needs the URL and the reason
-        reason = " ".join(str(e).split("\n")[0].split())[:300]
-        raise UserError(f"storage {shown_url(url)}: cannot open it ({type(e).__name__}: {reason})") from None
+    for attempt in range(3):  # workers starting together race to create the tables: the losers try again
+        try:
+            return optuna.storages.RDBStorage(_with_installed_driver(url), engine_kwargs=kwargs, **heartbeat_kwargs)
+        except Exception as e:  # sqlalchemy/driver errors of every kind: the user needs the URL and the reason
+            error = e
+            time.sleep(0.5 + attempt)
+    reason = " ".join(str(error).split("\n")[0].split())[:300]
+    raise UserError(f"storage {shown_url(url)}: cannot open it ({type(error).__name__}: {reason})") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the pinned driver is psycopg2, so name it when
+    psycopg 3 is not installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def has_heartbeat(storage) -> bool:

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,9 @@ def run_worker(campaign: Campaign, device: str | None = None, pruner=None) -> di
     counts: dict[str, int] = defaultdict(int)
     waiting_announced = False
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed, their retry queued
         left = progress(campaign, study.get_trials(deepcopy=False))
         if left["done"]:
             break
