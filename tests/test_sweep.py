@@ -240,3 +240,32 @@ def test_two_machines_share_only_a_postgresql_url(postgres_url, dataset_root, tm
     trials = trials_of(postgres_url, "pg")
     assert completed_points(trials) == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(Path(t.user_attrs["run_dir"]).parent.name for t in trials) in (["a", "b"], ["a", "a"], ["b", "b"])
+
+
+# ------------------------------------------------------------------------------------------- shipped spaces
+
+
+@pytest.mark.parametrize("space_file", sorted((ROOT / "configs" / "sweeps").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_spaces_build_every_value(space_file):
+    """Beyond the schema: each value's encoder exists, and its transforms, loss, optimizer and schedule build."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from losses.factory import build_loss
+    from schedulers.factory import Schedule
+    from trainer.optim import build_optimizer
+    from transforms.cpu import build_cpu_transforms
+    from transforms.gpu import build_gpu_transforms
+    from utils.config import load_config
+
+    base = DEMO if space_file.parent.name == "synthetic" else str(ROOT / "configs" / "unetpp_lion_1024.yaml")
+    space = load_space(space_file, base)
+    encoders = set(smp.encoders.get_encoder_names())
+    for dim in space.dimensions:
+        for value in dim.probes():
+            cfg = load_config(base, [f"{dim.key}={json.dumps(value)}"])
+            assert cfg.model.encoder in encoders, (space_file, value)
+            build_cpu_transforms(cfg.transforms.train, "transforms.train")
+            build_gpu_transforms(cfg.transforms.gpu, "transforms.gpu")
+            build_loss(cfg.loss, cfg.task.mode)
+            Schedule(build_optimizer(cfg.optimizer, torch.nn.Linear(1, 1)), cfg.scheduler, 10, cfg.trainer.epochs)
