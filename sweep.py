@@ -1,8 +1,8 @@
 """Run a campaign of training runs on Optuna: a sweep over a space, or a queue of whole configs.
 
-    python sweep.py --config configs/demo.yaml --space configs/sweeps/demo_encoders.yaml --workers 2
+    python sweep.py --config configs/demo.yaml --space configs/sweeps/synthetic/encoders.yaml --workers 2
     python sweep.py --queue a.yaml b.yaml --storage postgresql://user@host/db    # any machine joins with the same
-    python sweep.py --report demo_encoders                                       # the table, sorted by val Dice
+    python sweep.py --report demo-encoders                                       # the table, sorted by val Dice
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_config_args(parser, required=False)
     parser.add_argument("--space", help="SPACE.yaml: config keys mapped to {grid|choice|loguniform|uniform|int: ...}")
     parser.add_argument("--queue", nargs="+", metavar="CONFIG", help="enqueue these whole configs, run in order")
-    parser.add_argument("--study", help="study name (default: the space or first queued file's name)")
+    parser.add_argument("--study", help="study name (default: <config>-<space>, or the first queued file's name)")
     parser.add_argument("--storage", help="Optuna storage: sqlite:///f.db, postgresql://..., mysql://... or a journal "
                         "file path (default: sqlite:///runs/<study>/study.db)")
     parser.add_argument("--out", help="campaign folder for trial-<n>/ and the report (default: runs/<study>)")

@@ -39,7 +39,7 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
     entries = queue_entries(queue, overrides) if queue is not None else []
     if parsed is not None and not parsed.all_grid and trials is None:
         raise UserError(f"{space}: the space samples values, so say how many trials: --trials N")
-    name = name or Path(space or queue[0]).stem
+    name = name or (f"{Path(config).stem}-{Path(space).stem}" if space else Path(queue[0]).stem)
     out_dir = Path(out) if out else Path("runs") / name
     if storage is None:
         out_dir.mkdir(parents=True, exist_ok=True)
