@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
+
+from optuna.trial import TrialState
 
 from campaign import study as studies
 from campaign.space import load_space
-from campaign.worker import QUEUE_ATTR, QUEUE_CONFIG_ATTR, Campaign, launch
+from campaign.worker import QUEUE_ATTR, QUEUE_CONFIG_ATTR, Campaign, latest_of_lineages, launch
 from utils.config import load_config, to_dict
 from utils.errors import UserError
 
@@ -31,6 +34,8 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
         raise UserError("--space needs the base --config it varies")
     if trials is not None and trials < 1:
         raise UserError(f"--trials: must be at least 1, got {trials}")
+    if devices is not None and not devices:
+        raise UserError("--devices: give GPU ids, e.g. --devices 0,1")
     if workers < 1:
         raise UserError(f"--workers: must be at least 1, got {workers}")
     studies.build_pruner(prune)  # a wrong name fails here, before any training
@@ -62,18 +67,25 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
     print(f"study {name!r} ({what}) in {studies.shown_url(storage)}: {'created' if created else 'joined'}; "
           f"trials in {out_dir}/trial-<n>/", flush=True)
     codes = launch(campaign, workers, devices)
-    summary = summarise(study)
+    summary, failed = summarise(study)
     hint = f"python sweep.py --report {name}" + (f" --out {out_dir}" if out else "")
     if storage != studies.default_storage(out_dir):
         hint += f" --storage {studies.shown_url(storage)}"
     print(f"study {name!r}: {summary}; table: {hint}", flush=True)
     if any(code != 0 for code in codes):
         raise UserError(f"{sum(code != 0 for code in codes)} worker process(es) failed (exit codes {codes})")
+    if failed:
+        print(f"warning: trial(s) {', '.join(map(str, failed))} failed (their errors are in the log above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
-def summarise(study) -> str:
+def summarise(study) -> tuple[str, list[int]]:
+    """Trial counts by state, and the trials whose failure is final (not a duplicate, not retried)."""
+    trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
+    failed = [t.number for t in latest_of_lineages(trials) if t.state == TrialState.FAIL]
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials", failed

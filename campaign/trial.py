@@ -1,6 +1,9 @@
 """One trial = one ordinary training run in runs/<study>/trial-<n>/, reporting each validation to Optuna."""
 from __future__ import annotations
 
+import os
+import socket
+
 import optuna
 
 from campaign.worker import DUPLICATE_ATTR, QUEUE_ATTR, QUEUE_CONFIG_ATTR, Campaign, duplicate_of, trial_dir
@@ -49,9 +52,16 @@ def objective_for(campaign: Campaign, study: optuna.Study):
         cfg = trial_config(campaign, trial)
         run_dir = trial_dir(campaign, trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("host", socket.gethostname())  # where it ran: several machines may share the study
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+            trial.set_user_attr("devices", os.environ["CUDA_VISIBLE_DEVICES"])
         print(f"trial {trial.number}: {trial.params or trial.user_attrs.get('queue_name')} -> {run_dir}", flush=True)
-        result = Trainer(cfg, run_dir, setup_runtime(cfg.trainer), progress=campaign.progress,
-                         callbacks=[ReportToOptuna(trial)]).fit()
+        try:
+            result = Trainer(cfg, run_dir, setup_runtime(cfg.trainer), progress=campaign.progress,
+                             callbacks=[ReportToOptuna(trial)]).fit()
+        except KeyboardInterrupt:  # Ctrl-C: Optuna records the trial as failed; queue it again for the next run
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study._storage.get_trial(trial._trial_id))
+            raise
         trial.set_user_attr("epochs", result["epochs"])
         if result["stopped_by"] == "pruned":
             raise optuna.TrialPruned(f"pruned after epoch {result['epochs']}")

@@ -93,14 +93,7 @@ def progress(campaign: Campaign, trials: list) -> dict:
 
     Trials are grouped by lineage (a heartbeat retry belongs to the trial it retries); a lineage is settled
     when its latest trial is. Grid trials that stood down as duplicates do not count."""
-    latest: dict[int, optuna.trial.FrozenTrial] = {}
-    for t in trials:
-        if t.user_attrs.get(DUPLICATE_ATTR) is not None:
-            continue
-        root = t.system_attrs.get("failed_trial", t.number)
-        if root not in latest or t.number > latest[root].number:
-            latest[root] = t
-    lineages = list(latest.values())
+    lineages = latest_of_lineages(trials)
     settled = [t for t in lineages if t.state in SETTLED]
     running = sum(t.state == TrialState.RUNNING for t in lineages)
     waiting = sum(t.state == TrialState.WAITING for t in lineages)
@@ -116,6 +109,18 @@ def progress(campaign: Campaign, trials: list) -> dict:
         return {"done": done, "startable": waiting > 0 or len(taken & set(range(total))) < total, "running": running}
     done = len(settled) >= campaign.trials
     return {"done": done, "startable": waiting > 0 or len(settled) + running < campaign.trials, "running": running}
+
+
+def latest_of_lineages(trials: list) -> list:
+    """The latest trial of each lineage (a trial and its heartbeat retries), leaving out grid duplicates."""
+    latest: dict[int, optuna.trial.FrozenTrial] = {}
+    for t in trials:
+        if t.user_attrs.get(DUPLICATE_ATTR) is not None:
+            continue
+        root = t.system_attrs.get("failed_trial", t.number)
+        if root not in latest or t.number > latest[root].number:
+            latest[root] = t
+    return list(latest.values())
 
 
 def duplicate_of(study: optuna.Study, trial_id: int, grid_size: int) -> int | None:

@@ -119,12 +119,13 @@ def test_duplicate_grid_points_stand_down():
     assert duplicate_of(study, ids[4], grid_size=2) == 3
 
 
-def test_two_workers_run_each_grid_point_once_and_the_table_matches_the_runs(dataset_root, tmp_path):
+def test_two_device_workers_run_each_grid_point_once_and_the_table_matches_the_runs(dataset_root, tmp_path):
     space = write(tmp_path / "space.yaml", "optimizer.lr: {grid: [1.0e-3, 2.0e-3]}\ntrainer.seed: {grid: [1, 2]}")
     out = tmp_path / "grid"
-    sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--workers", "2",
-          *sets(dataset_root, tmp_path / "cache"))
+    sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--devices", "0,1",
+          *sets(dataset_root, tmp_path / "cache"))  # one worker per GPU id; on a CPU-only machine they train on it
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "grid")
+    assert {t.user_attrs["devices"] for t in trials} == {"0", "1"}  # trials 0 and 1 start in different workers
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4 and completed_points(trials) == [0, 1, 2, 3]
     assert sorted(tuple(t.params.values()) for t in trials) == [(1e-3, 1), (1e-3, 2), (2e-3, 1), (2e-3, 2)]
 
@@ -141,29 +142,39 @@ def test_two_workers_run_each_grid_point_once_and_the_table_matches_the_runs(dat
     assert (out / "plot_history.html").is_file() and (out / "plotly.min.js").is_file()
 
 
-def test_a_killed_worker_is_retried_and_the_rerun_completes_every_point_once(dataset_root, tmp_path):
+def interrupt_in_trial(args: list[str], trial_folder: Path, sig: int) -> int:
+    """Start a worker, send it `sig` once `trial_folder` has its config.yaml (the trial's training started)."""
+    worker = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (trial_folder / "config.yaml").is_file():
+            assert worker.poll() is None and time.time() < deadline, f"the worker never started {trial_folder.name}"
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(sig)
+        worker.wait(timeout=120)
+    return worker.returncode
+
+
+def test_killed_and_interrupted_trials_are_retried_and_the_rerun_completes_every_point_once(dataset_root, tmp_path):
     space = write(tmp_path / "space.yaml", "trainer.seed: {grid: [1, 2]}")
     out = tmp_path / "killed"
     args = ["sweep.py", "--config", DEMO, "--space", space, "--study", "killed", "--out", str(out),
             "--heartbeat", "1", "--grace", "2", *sets(dataset_root, tmp_path / "cache")]
-    worker = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while not (out / "trial-0" / "config.yaml").is_file():  # written when the trial's training starts
-            assert worker.poll() is None and time.time() < deadline, "the worker never started its first trial"
-            time.sleep(0.2)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
     storage = f"sqlite:///{out / 'study.db'}"
+    assert interrupt_in_trial(args, out / "trial-0", signal.SIGKILL) == -signal.SIGKILL
     assert [t.state for t in trials_of(storage, "killed")] == [TrialState.RUNNING]
     time.sleep(3)  # past the grace period: the next worker fails the silent trial and queues its retry
 
+    assert interrupt_in_trial(args, out / "trial-1", signal.SIGINT) == 130  # Ctrl-C in the retry of trial 0
+    trials = trials_of(storage, "killed")
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
+    assert [t.system_attrs.get("failed_trial") for t in trials] == [None, 0, 0]
+
     sweep(*args[1:])
     trials = trials_of(storage, "killed")
-    assert trials[0].state == TrialState.FAIL and completed_points(trials) == [0, 1]
-    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
-    assert retry.state == TrialState.COMPLETE and retry.params == trials[0].params
+    assert completed_points(trials) == [0, 1]
+    assert trials[2].state == TrialState.COMPLETE and trials[2].params == trials[0].params
 
 
 # ------------------------------------------------------------------------------------------- queue, pruning
