@@ -63,12 +63,16 @@ def run_worker(campaign: Campaign, device: str | None = None, pruner=None) -> di
     study = studies.load(campaign.name, storage, campaign.sampler(), pruner or studies.build_pruner(campaign.prune))
     objective = objective_for(campaign, study)
     counts: dict[str, int] = defaultdict(int)
+
+    def count(_, trial) -> None:
+        counts[trial.state.name.lower()] += 1
+
     waiting_announced = False
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed, their retry queued
-        left = progress(campaign, study.get_trials(deepcopy=False))
+        left = campaign_state(campaign, study.get_trials(deepcopy=False))
         if left["done"]:
             break
         if not left["startable"]:
@@ -82,13 +86,11 @@ def run_worker(campaign: Campaign, device: str | None = None, pruner=None) -> di
             time.sleep(campaign.poll_seconds)
             continue
         waiting_announced = False
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
-                       callbacks=[lambda _, trial: counts.__setitem__(trial.state.name.lower(),
-                                                                      counts[trial.state.name.lower()] + 1)])
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=[count])
     return dict(counts)
 
 
-def progress(campaign: Campaign, trials: list) -> dict:
+def campaign_state(campaign: Campaign, trials: list) -> dict:
     """Whether the campaign is done, and whether a new trial may start now.
 
     Trials are grouped by lineage (a heartbeat retry belongs to the trial it retries); a lineage is settled
