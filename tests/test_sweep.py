@@ -119,6 +119,34 @@ def test_duplicate_grid_points_stand_down():
     assert duplicate_of(study, ids[4], grid_size=2) == 3
 
 
+def test_campaign_state_follows_retries_and_ignores_duplicates(tmp_path):
+    from types import SimpleNamespace
+
+    from campaign.worker import campaign_state
+
+    def trial(number, state, grid_id=None, **system):
+        return SimpleNamespace(number=number, state=state, user_attrs={}, system_attrs={"grid_id": grid_id, **system})
+
+    space = load_space(write(tmp_path / "space.yaml", "trainer.seed: {grid: [1, 2]}"), DEMO)
+    grid = Campaign("g", "sqlite://", str(tmp_path), DEMO, space=space)
+    killed = trial(0, TrialState.FAIL, 0)
+    assert campaign_state(grid, [killed]) == {"done": False, "startable": True, "running": 0}
+    retry = trial(2, TrialState.RUNNING, 0, failed_trial=0)
+    other = trial(1, TrialState.COMPLETE, 1)
+    assert campaign_state(grid, [killed, other, retry]) == {"done": False, "startable": False, "running": 1}
+    duplicate = trial(3, TrialState.FAIL, 1)
+    duplicate.user_attrs["duplicate_of"] = 1
+    retry.state = TrialState.COMPLETE
+    assert campaign_state(grid, [killed, other, retry, duplicate])["done"]
+
+    sampled = Campaign("s", "sqlite://", str(tmp_path), DEMO, space=load_space(
+        write(tmp_path / "tpe.yaml", "optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}"), DEMO), trials=2)
+    assert campaign_state(sampled, [trial(0, TrialState.PRUNED), trial(1, TrialState.RUNNING)]) == \
+        {"done": False, "startable": False, "running": 1}
+    queue = Campaign("q", "sqlite://", str(tmp_path), None, queue_size=2)
+    assert campaign_state(queue, [trial(0, TrialState.COMPLETE), trial(1, TrialState.WAITING)])["startable"]
+
+
 def test_two_device_workers_run_each_grid_point_once_and_the_table_matches_the_runs(dataset_root, tmp_path):
     space = write(tmp_path / "space.yaml", "optimizer.lr: {grid: [1.0e-3, 2.0e-3]}\ntrainer.seed: {grid: [1, 2]}")
     out = tmp_path / "grid"
