@@ -22,7 +22,7 @@ from campaign import study as studies
 from campaign.space import load_space
 from campaign.worker import Campaign, duplicate_of, run_worker
 from tests.conftest import ROOT, tiny_overrides
-from utils.errors import ConfigError
+from utils.errors import ConfigError, UserError
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -101,6 +101,19 @@ def test_cli_errors_are_one_line(tmp_path):
     run = sweep("--config", DEMO, "--space", good, "--study", "ablation", "--storage", storage, check=False, timeout=60)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "study 'ablation' was created with another space (space over model.encoder)" in run.stderr
+
+
+def test_storages_by_url(tmp_path):
+    journal = studies.open_storage(str(tmp_path / "study.log"), heartbeat=1)
+    assert type(journal).__name__ == "JournalStorage" and not studies.has_heartbeat(journal)
+    _, created = studies.create_or_join("j", journal, {"kind": "queue", "entries": []})
+    assert created and not studies.create_or_join("j", journal, {"kind": "queue", "entries": []})[1]
+    sqlite = studies.open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=1)
+    assert studies.has_heartbeat(sqlite) and sqlite.get_heartbeat_interval() == 1
+    for url, message in (("redis://host/0", "unknown scheme 'redis'"),
+                         (str(tmp_path / "missing" / "study.log"), "does not exist")):
+        with pytest.raises(UserError, match=message):
+            studies.open_storage(url)
 
 
 # ------------------------------------------------------------------------------------------- grids
