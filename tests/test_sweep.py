@@ -38,7 +38,7 @@ def sets(root: Path, cache: Path, *extra: str) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def sweep(*args: str, timeout: int = 240, check: bool = True) -> subprocess.CompletedProcess:
+def sweep(*args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     run = subprocess.run([sys.executable, "sweep.py", *args], cwd=ROOT, capture_output=True, text=True,
                          timeout=timeout)
     if check:
@@ -187,13 +187,13 @@ def interrupt_in_trial(args: list[str], trial_folder: Path, sig: int) -> int:
     """Start a worker, send it `sig` once `trial_folder` has its config.yaml (the trial's training started)."""
     worker = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         while not (trial_folder / "config.yaml").is_file():
             assert worker.poll() is None and time.time() < deadline, f"the worker never started {trial_folder.name}"
             time.sleep(0.2)
     finally:
         worker.send_signal(sig)
-        worker.wait(timeout=120)
+        worker.wait(timeout=300)
     return worker.returncode
 
 
@@ -287,7 +287,7 @@ def test_two_machines_share_only_a_postgresql_url(postgres_url, dataset_root, tm
                 "--out", str(tmp_path / name), *sets(dataset_root, tmp_path / f"cache-{name}")]
         machines.append(subprocess.Popen([sys.executable, "sweep.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True))
-    logs = [m.communicate(timeout=240)[0] for m in machines]
+    logs = [m.communicate(timeout=600)[0] for m in machines]
     assert [m.returncode for m in machines] == [0, 0], logs
     trials = trials_of(postgres_url, "pg")
     assert completed_points(trials) == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
