@@ -85,20 +85,20 @@ def test_bad_spaces_fail_before_training_naming_the_key(tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path):
     space = write(tmp_path / "space.yaml", "optimizer.lrr: {grid: [1.0e-3]}")
-    run = sweep("--config", DEMO, "--space", space, "--out", str(tmp_path / "a"), check=False, timeout=60)
+    run = sweep("--config", DEMO, "--space", space, "--out", str(tmp_path / "a"), check=False, timeout=180)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "optimizer.lrr" in run.stderr and not (tmp_path / "a" / "trial-0").exists()
 
     good = write(tmp_path / "good.yaml", "optimizer.lr: {grid: [1.0e-3]}")
     run = sweep("--config", DEMO, "--space", good, "--storage", "postgresql://sweeper:secret@127.0.0.1:1/optuna",
-                check=False, timeout=60)
+                check=False, timeout=180)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith("error: storage postgresql://sweeper:***@127.0.0.1:1/optuna: cannot open it "
                                  "(OperationalError: "), run.stderr
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     studies.create_or_join("ablation", studies.open_storage(storage), {"kind": "space", "space": {"model.encoder": {}}})
-    run = sweep("--config", DEMO, "--space", good, "--study", "ablation", "--storage", storage, check=False, timeout=60)
+    run = sweep("--config", DEMO, "--space", good, "--study", "ablation", "--storage", storage, check=False, timeout=180)
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "study 'ablation' was created with another space (space over model.encoder)" in run.stderr
 
