@@ -48,6 +48,7 @@ def open_storage(url: str, heartbeat: int | None = None, grace: int | None = Non
                         f"mysql:// or a journal file path)")
     kwargs = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
     heartbeat_kwargs = {}
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat and retry are stable enough
     if heartbeat:
         heartbeat_kwargs = dict(heartbeat_interval=heartbeat, grace_period=grace or 2 * heartbeat,
                                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
