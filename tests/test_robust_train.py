@@ -172,7 +172,9 @@ def test_arguments_checked_before_work(tiny_checkpoint, dataset_root, tmp_path):
 def test_run_dir_refused_unless_resume_or_overwrite(tmp_path):
     run = tmp_path / "run"
     (run / "fold0").mkdir(parents=True)
-    for name in ("metrics.jsonl", "best.pt", "fold0/last.pt", "notes.txt"):
+    (run / "wandb" / "offline-run").mkdir(parents=True)
+    for name in ("metrics.jsonl", "best.pt", "fold0/last.pt", "notes.txt", "events.out.tfevents.1.host",
+                 "wandb/offline-run/run.wandb"):
         (run / name).write_text("x")
     with pytest.raises(UserError, match=f"{run}: run directory is not empty .*--resume .*--overwrite"):
         prepare_run_dir(run, resume=False, overwrite=False)

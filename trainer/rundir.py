@@ -15,6 +15,7 @@ from utils.errors import UserError
 from utils.files import os_reason, write_text_atomic
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "config.yaml", "run_info.json", "folds.json")
+RUN_FOLDERS = ("wandb", "report")  # the offline wandb run and analyze.py's report of the previous run
 PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy", "opencv-python-headless",
             "albumentations", "monai", "scipy")
 
@@ -37,6 +38,10 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
             target = folder / name
             if target.is_file():
                 target.unlink(missing_ok=True)  # torchrun: every rank runs this
+        for events in folder.glob("events.out.tfevents.*"):  # TensorBoard would mix the old run's curves in
+            events.unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(folder / name, ignore_errors=True)
         _remove_temporary_files(folder)
         if folder != run_dir and folder.is_dir() and not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)

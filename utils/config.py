@@ -281,6 +281,11 @@ def save_config(cfg: Config, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+def read_yaml(path: str | Path) -> dict:
+    """One YAML mapping with this loader's number rules and one-line errors (also read by campaign/ spaces)."""
+    return _read_yaml(Path(path))
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         data = _parse_yaml(path.read_text())
