@@ -83,8 +83,7 @@ def confusion_counts_boxes(preds: list[BoxMask], bits: np.ndarray, truths: list[
         for b, item in enumerate(preds):
             region = None if item is None or b == a else _intersect(truth_box, item[0])
             if region is not None:
-                out[a, b] = np.count_nonzero(paste(item, region)
-                                             & paste((truth_box, missed), region))
+                out[a, b] = np.count_nonzero(paste(item, region) & paste((truth_box, missed), region))
     return out
 
 
@@ -133,9 +132,7 @@ class BoundaryStats:
                 continue
             box = (min(b[0] for b in boxes), max(b[1] for b in boxes),
                    min(b[2] for b in boxes), max(b[3] for b in boxes))
-            truth = unpack_box(bits[c], box) if truth_box is not None else np.zeros((box[1] - box[0],
-                                                                                     box[3] - box[2]), bool)
-            self._update_class(c, truth, paste(item, box))
+            self._update_class(c, unpack_box(bits[c], box), paste(item, box))
 
     def _update_class(self, c: int, t: np.ndarray, p: np.ndarray) -> None:
         """Class c's masks on a box holding both: one pixel of background is added around it, so the erosion
