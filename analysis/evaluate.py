@@ -1,7 +1,12 @@
 """One pass over a run's validation fold at each image's original resolution with the shared predictor: per-image
 and per-class Dice, Dice at every threshold, confusion between bones, boundary errors, and overlays of the K worst
 images; then (optionally) a pass over the training images at training resolution for label-error candidates.
-Only accumulators and K small overlays are kept, so memory stays flat over any number of images."""
+Only accumulators and K small overlays are kept, so memory stays flat over any number of images.
+
+Every measure comes from trainer.fullsize.FullSizeProbs: per class, the box outside which no pixel can exceed the
+threshold and the exact full-size values inside it, with the packed truth unpacked only where needed; the numbers
+equal those of the full-size maps (analysis.measures' reference functions; tests/test_analyze.py checks it) at a
+cost that follows the bones, not the image."""
 from __future__ import annotations
 
 import heapq
@@ -12,15 +17,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from analysis.measures import BoundaryStats, confusion_counts
+from analysis.measures import BoundaryStats, BoxMask, confusion_counts_boxes, truth_boxes
 from analysis.overlay import overlay_row, shrink
-from data.dataset import ImageDataset, unpack_mask_bits
+from data.dataset import ImageDataset
 from data.handbone import scan_split
 from data.pipeline import FoldData
+from trainer.fullsize import FullSizeProbs, bits_count, one_thread, unpack_box
 from trainer.inference import ModelMember
-from trainer.metrics import dice_per_class
-from trainer.predictor import to_full_size
-from trainer.thresholds import BINS, per_threshold_dice
+from trainer.metrics import DICE_EPS
+from trainer.thresholds import BINS, per_threshold_dice_boxes
 from transforms.cpu import build_cpu_transforms
 from utils.errors import UserError
 
@@ -62,9 +67,35 @@ class _Worst:
         return [(-s, key, overlay) for s, key, overlay in sorted(self.heap, key=lambda e: -e[0])]
 
 
-def full_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The one place the report upsamples predictions to an image's own size (swappable for a faster one)."""
-    return to_full_size(probs, size)
+def predicted_masks(probs: FullSizeProbs, threshold: float) -> list[BoxMask]:
+    """Per class, (box, `probs > threshold` inside it as a numpy bool array) or None where empty for sure."""
+    return [None if item is None else (item[0], item[1].cpu().numpy()) for item in probs.masks(threshold)]
+
+
+def image_dice(preds: list[BoxMask], bits: np.ndarray) -> np.ndarray:
+    """(C,) float64 Dice of one image, trainer.metrics.dice_per_class's definition, from boxes and packed truth."""
+    inter = np.zeros(len(preds))
+    area = np.zeros(len(preds))
+    for c, item in enumerate(preds):
+        if item is not None:
+            box, mask = item
+            inter[c] = np.count_nonzero(mask & unpack_box(bits[c], box))
+            area[c] = np.count_nonzero(mask)
+    return (2 * inter + DICE_EPS) / (area + bits_count(bits) + DICE_EPS)
+
+
+def display_masks(preds: list[BoxMask], bits: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """(truth, prediction) as analysis.overlay.shrink(full mask, OVERLAY_SIDE) gives them, without full masks."""
+    step = max(1, -(-max(size) // OVERLAY_SIDE))
+    truth = np.unpackbits(bits[:, ::step], axis=2)[:, :, :size[1]:step].view(bool)
+    pred = np.zeros_like(truth)
+    for c, item in enumerate(preds):
+        if item is not None:
+            (r0, _, c0, _), mask = item
+            rs, cs = -(-r0 // step), -(-c0 // step)  # the first kept row / column at or after the box's start
+            part = mask[rs * step - r0::step, cs * step - c0::step]
+            pred[c, rs:rs + part.shape[0], cs:cs + part.shape[1]] = part
+    return truth, pred
 
 
 def _loader(member: ModelMember, data: FoldData, indices) -> DataLoader:
@@ -73,10 +104,10 @@ def _loader(member: ModelMember, data: FoldData, indices) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.data.val_batch_size, num_workers=cfg.data.num_workers)
 
 
-def _overlay(image: np.ndarray, truth: torch.Tensor, pred: torch.Tensor) -> np.ndarray:
-    """Shrunk on the device first: only display-size masks go to the host."""
-    return overlay_row(shrink(np.asarray(image), OVERLAY_SIDE), shrink(truth, OVERLAY_SIDE).cpu().numpy(),
-                       shrink(pred, OVERLAY_SIDE).cpu().numpy(), max_side=OVERLAY_SIDE)
+def _overlay(image: np.ndarray, preds: list[BoxMask], bits: np.ndarray) -> np.ndarray:
+    """Drawn from display-size masks built from the boxes (only for images that enter a worst list)."""
+    truth, pred = display_masks(preds, bits, image.shape)
+    return overlay_row(shrink(np.asarray(image), OVERLAY_SIDE), truth, pred, max_side=OVERLAY_SIDE)
 
 
 @torch.no_grad()
@@ -87,30 +118,31 @@ def analyze_fold(member: ModelMember, data: FoldData, runtime, k_worst: int = 6,
     if len(data.val_indices) == 0:
         raise UserError(f"{cfg.data.root}: the validation fold {cfg.data.fold} of {cfg.data.n_splits} is empty")
     out = FoldAnalysis(classes, threshold, boundary=BoundaryStats(len(classes)))
-    threshold_sums = torch.zeros(len(classes), BINS, dtype=torch.float64, device=device)
-    confusion = torch.zeros(len(classes), len(classes), dtype=torch.float64, device=device)
-    truth_pixels = torch.zeros(len(classes), dtype=torch.float64, device=device)
+    threshold_sums = torch.zeros(len(classes), BINS, dtype=torch.float64)
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.float64)
+    truth_pixels = np.zeros(len(classes), dtype=np.float64)
     worst = _Worst(k_worst)
     for batch in tqdm(_loader(member, data, data.val_indices), desc="analyze validation fold", disable=not progress):
         probs = member.predictor(batch["image"])
         for p, index in zip(probs, batch["index"].tolist()):
             t = data.truth_index[index]
             size = data.truth.original_size(t)
-            bits = torch.from_numpy(data.truth.mask_bits(t).copy()).to(device)
-            truth = unpack_mask_bits(bits, size[1]).bool()
-            p = full_size(p, size)
-            pred = p > threshold
-            dice = dice_per_class(pred, truth).cpu().numpy()
+            bits = data.truth.mask_bits(t)
+            full = FullSizeProbs([(p, 1.0)], size)
+            with one_thread(device):
+                preds = predicted_masks(full, threshold)
+                truths = truth_boxes(bits, size[1])
+                dice = image_dice(preds, bits)
+                threshold_sums += per_threshold_dice_boxes(full, bits)
+                confusion += confusion_counts_boxes(preds, bits, truths)
+                out.boundary.update_boxes(preds, bits, truths)
+            truth_pixels += bits_count(bits)
             out.keys.append(data.truth.keys[t])
             out.dice.append(dice)
-            threshold_sums += per_threshold_dice(p, truth)
-            confusion += confusion_counts(truth, pred)
-            truth_pixels += truth.flatten(1).sum(1, dtype=torch.float64)
-            out.boundary.update(truth, pred)
             if worst.wants(float(dice.mean())):
-                worst.add(float(dice.mean()), data.truth.keys[t], _overlay(data.truth.image(t), truth, pred))
-    out.threshold_dice = (threshold_sums / len(out.dice)).cpu().numpy()
-    out.confusion = (confusion / truth_pixels.clamp_min(1)[:, None]).cpu().numpy()
+                worst.add(float(dice.mean()), data.truth.keys[t], _overlay(data.truth.image(t), preds, bits))
+    out.threshold_dice = (threshold_sums / len(out.dice)).numpy()
+    out.confusion = confusion / np.maximum(truth_pixels, 1)[:, None]
     out.worst = worst.sorted()
     if cleansing:
         out.cleansing = _training_disagreement(member, data, runtime, cleansing, progress)
@@ -126,11 +158,10 @@ def _training_disagreement(member: ModelMember, data: FoldData, runtime, k: int,
     for batch in tqdm(_loader(member, data, indices), desc="score training images", disable=not progress):
         probs = member.predictor(batch["image"])
         for p, index in zip(probs, batch["index"].tolist()):
-            image = data.cache.image(index)
-            bits = torch.from_numpy(data.cache.mask_bits(index).copy()).to(runtime.device)
-            truth = unpack_mask_bits(bits, image.shape[1]).bool()
-            pred = full_size(p, image.shape) > threshold
-            score = float(dice_per_class(pred, truth).mean())
+            image, bits = data.cache.image(index), data.cache.mask_bits(index)
+            with one_thread(runtime.device):
+                preds = predicted_masks(FullSizeProbs([(p, 1.0)], image.shape), threshold)
+                score = float(image_dice(preds, bits).mean())
             if worst.wants(score):
-                worst.add(score, data.cache.keys[index], _overlay(image, truth, pred))
+                worst.add(score, data.cache.keys[index], _overlay(image, preds, bits))
     return worst.sorted()

@@ -8,12 +8,17 @@ Boundary error per class: the wrong pixels (truth XOR prediction) within `near` 
 share of all wrong pixels; and the symmetric surface distance (each boundary pixel of one mask to the nearest
 boundary pixel of the other), its mean and 95th percentile. Distances by scipy's exact Euclidean distance
 transform, on each bone's bounding box only (a bone covers a few percent of a 2048 px image).
+
+The report computes both from per-class predicted boxes (trainer.fullsize.FullSizeProbs.masks) and the packed
+truth (`*_boxes` below), so its cost follows the bones; the full-mask functions are the reference definitions.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 from scipy import ndimage
+
+from trainer.fullsize import unpack_box
 
 BOUNDARY_NEAR = 2.0  # pixels: a wrong pixel this close to the true boundary counts as a boundary error
 DIST_BIN = 0.5  # surface distances are histogrammed, rounded to half a pixel, up to DIST_MAX (last bin: the rest)
@@ -30,6 +35,67 @@ def confusion_counts(truth: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         missed = (t[:, start:start + PIXEL_CHUNK] & ~p[:, start:start + PIXEL_CHUNK]).float()
         out += (missed @ p[:, start:start + PIXEL_CHUNK].float().T).double()  # exact: counts < 2^24 per chunk
     return out
+
+
+Box = tuple[int, int, int, int]  # full-size (r0, r1, c0, c1)
+BoxMask = tuple[Box, np.ndarray] | None  # a class's predicted box and its mask inside it; None: empty
+
+
+def truth_boxes(bits: np.ndarray, width: int) -> list[Box | None]:
+    """Per class, the tight bounding box of the packed (C, H, W/8) truth (None where empty), read from the bits."""
+    out = []
+    for plane in bits:
+        rows = np.flatnonzero(plane.any(1))
+        if len(rows) == 0:
+            out.append(None)
+            continue
+        cols = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(plane, axis=0))[:width])
+        out.append((int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
+    return out
+
+
+def paste(item: BoxMask, region: Box) -> np.ndarray:
+    """A class's predicted mask (box, crop) seen through `region`: a (rows, cols) bool array, False off the box."""
+    r0, r1, c0, c1 = region
+    out = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+    if item is None:
+        return out
+    (b0, b1, d0, d1), mask = item
+    i0, i1, j0, j1 = max(r0, b0), min(r1, b1), max(c0, d0), min(c1, d1)
+    if i0 < i1 and j0 < j1:
+        out[i0 - r0:i1 - r0, j0 - c0:j1 - c0] = mask[i0 - b0:i1 - b0, j0 - d0:j1 - d0]
+    return out
+
+
+def _intersect(a: Box, b: Box) -> Box | None:
+    box = (max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3]))
+    return box if box[0] < box[1] and box[2] < box[3] else None
+
+
+def confusion_counts_boxes(preds: list[BoxMask], bits: np.ndarray, truths: list[Box | None]) -> np.ndarray:
+    """confusion_counts from boxes: [a, b] = |T_a & P_b & ~P_a| is counted where a's truth box meets b's predicted
+    box (P_b is empty elsewhere), from a's missed pixels (truth and not predicted) computed once on its truth box."""
+    out = np.zeros((len(preds), len(preds)), dtype=np.float64)
+    for a, truth_box in enumerate(truths):
+        if truth_box is None:
+            continue
+        missed = unpack_box(bits[a], truth_box) & ~paste(preds[a], truth_box)
+        for b, item in enumerate(preds):
+            region = None if item is None or b == a else _intersect(truth_box, item[0])
+            if region is not None:
+                out[a, b] = np.count_nonzero(paste(item, region) & paste((truth_box, missed), region))
+    return out
+
+
+def tight_box(item: BoxMask) -> Box | None:
+    """The tight bounding box of a predicted mask given as (box, crop)."""
+    if item is None:
+        return None
+    (r0, _, c0, _), mask = item
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:
+        return None
+    return r0 + int(rows[0]), r0 + int(rows[-1]) + 1, c0 + int(cols[0]), c0 + int(cols[-1]) + 1
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
@@ -55,12 +121,23 @@ class BoundaryStats:
             if len(ys) == 0:
                 continue
             y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-            # one pixel of background around the box: erosion there matches the full image
-            t = np.pad(truth[c, y0:y1, x0:x1].cpu().numpy(), 1)
-            p = np.pad(pred[c, y0:y1, x0:x1].cpu().numpy(), 1)
-            self._update_class(c, t, p)
+            self._update_class(c, truth[c, y0:y1, x0:x1].cpu().numpy(), pred[c, y0:y1, x0:x1].cpu().numpy())
+
+    def update_boxes(self, preds: list[BoxMask], bits: np.ndarray, truths: list[Box | None]) -> None:
+        """`update` from boxes: each class on the tight box of truth | prediction, as `update` crops it."""
+        for c, (item, truth_box) in enumerate(zip(preds, truths)):
+            pred_box = tight_box(item)
+            boxes = [b for b in (truth_box, pred_box) if b is not None]
+            if not boxes:
+                continue
+            box = (min(b[0] for b in boxes), max(b[1] for b in boxes),
+                   min(b[2] for b in boxes), max(b[3] for b in boxes))
+            self._update_class(c, unpack_box(bits[c], box), paste(item, box))
 
     def _update_class(self, c: int, t: np.ndarray, p: np.ndarray) -> None:
+        """Class c's masks on a box holding both: one pixel of background is added around it, so the erosion
+        there matches the full image's."""
+        t, p = np.pad(t, 1), np.pad(p, 1)
         wrong = t ^ p
         bt = boundary(t)
         if not bt.any():

@@ -5,7 +5,11 @@ checkpoint, and the host memory (RSS) the analysis adds while it runs.
   analysis:   analysis.evaluate.analyze_fold without and with the training-image pass (--cleansing), then the
               figures and the page (write_report).
 
-    python benchmarks/analyze_speed.py --run runs/demo [--data ROOT]
+--oracle: every predictor call (validation and analysis) returns the images' own training-resolution masks,
+blurred (a well-trained model's sparsity), instead of the checkpoint's maps: an untrained checkpoint's maps exceed
+1/100 nearly everywhere, which makes the Dice-against-threshold boxes whole images.
+
+    python benchmarks/analyze_speed.py --run runs/demo [--data ROOT] [--oracle]
 """
 from __future__ import annotations
 
@@ -19,13 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import cv2
+import numpy as np
+import torch
+
 from analysis.evaluate import analyze_fold
 from analysis.report import write_report
 from analysis.run import open_run
+from data.dataset import ImageDataset
 from trainer.checkpoint import load_checkpoint, unwrap
 from trainer.inference import load_member
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
+from transforms.cpu import build_cpu_transforms
 
 
 class PeakRss:
@@ -52,6 +62,23 @@ class PeakRss:
         return (self.peak - self.start) / 2**20
 
 
+class OraclePredictor:
+    """Returns each image's cached masks, blurred, as its probabilities: the image's loader tensor is looked up by
+    its bytes (the validation transforms are deterministic), so it serves every pass in any order."""
+
+    def __init__(self, cfg, data):
+        self.model = None  # Trainer.validate sets it
+        dataset = ImageDataset(data.cache, np.concatenate([data.val_indices, data.train_indices]),
+                               build_cpu_transforms(cfg.transforms.val, "transforms.val"))
+        self.index = {item["image"].numpy().tobytes(): item["index"] for item in dataset}
+        self.cache = data.cache
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        maps = [np.stack([cv2.GaussianBlur(m.astype(np.float32), (5, 5), 1.0)
+                          for m in self.cache.mask(self.index[image.numpy().tobytes()])]) for image in images]
+        return torch.from_numpy(np.stack(maps))
+
+
 def timed(fn):
     started = time.perf_counter()
     value = fn()
@@ -63,6 +90,7 @@ def main() -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--data")
     p.add_argument("--cleansing", type=int, default=6)
+    p.add_argument("--oracle", action="store_true", help="trained-like maps from the truth instead of the model")
     args = p.parse_args()
 
     run = open_run(args.run, args.data)
@@ -72,9 +100,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(run.cfg, Path(tmp) / "run", runtime, progress=False)
         unwrap(trainer.model).load_state_dict(state.get("averaged", state["model"]))
+        if args.oracle:
+            trainer.predictor = OraclePredictor(run.cfg, trainer.data)
         trainer.validate()  # warm-up: the first pass pays for page faults of the cache
         (score, _), t_val = timed(trainer.validate)
     member = load_member(checkpoint, run.cfg, runtime, state=state)
+    if args.oracle:
+        member.predictor = trainer.predictor
     data = trainer.data
     n_val, n_train = len(data.val_indices), len(data.train_indices)
     memory = PeakRss()
@@ -85,7 +117,9 @@ def main() -> None:
     rss_full = memory.stop()
     with tempfile.TemporaryDirectory() as tmp:
         _, t_page = timed(lambda: write_report(run, fold, checkpoint, Path(tmp)))
-    print(f"{run.folder}: {n_val} validation images, {n_train} training images, {runtime.device}, "
+    sizes = sorted({data.truth.original_size(data.truth_index[i]) for i in data.val_indices})
+    maps = "oracle maps (blurred truth)" if args.oracle else "the checkpoint's maps"
+    print(f"{run.folder}: {n_val} validation images of {sizes}, {n_train} training images, {maps}, {runtime.device}, "
           f"validation Dice {score:.4f} (report: {fold.dice_matrix.mean():.4f})")
     print("| step | seconds | x one validation pass | RSS added (MiB) |")
     print("|---|---:|---:|---:|")

@@ -13,9 +13,15 @@ import yaml
 
 from analysis.analyze_run import analyze_run
 from analysis.compare import write_comparison
-from analysis.measures import BoundaryStats, boundary, confusion_counts
+from analysis.evaluate import display_masks, image_dice, predicted_masks
+from analysis.measures import BoundaryStats, boundary, confusion_counts, confusion_counts_boxes, truth_boxes
+from analysis.overlay import shrink
 from tests.browser import open_page
 from tests.conftest import ROOT
+from trainer.fullsize import FullSizeProbs
+from trainer.metrics import dice_per_class
+from trainer.predictor import to_full_size
+from trainer.thresholds import per_threshold_dice, per_threshold_dice_boxes
 from utils.errors import UserError
 
 PAGE_STATE = """JSON.stringify({
@@ -100,6 +106,48 @@ def test_boundary_error_on_hand_made_masks():
         assert stats.mean_distance()[c] == pytest.approx(expected.mean())
         assert abs(stats.percentile_distance(95)[c] - np.percentile(expected, 95, method="inverted_cdf")) <= 0.25
     assert boundary(np.ones((3, 3), bool)).sum() == 8  # the image border counts as background
+
+
+def _neighbouring_bones(c: int, low: tuple[int, int], size: tuple[int, int], seed: int):
+    """Model-like maps (confident background, overlapping blobs, one class everywhere, one nowhere) and a truth of
+    shifted blobs, packed as the cache packs it."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.full((c, *low), -8.0) + torch.randn(c, *low, generator=g)
+    truth = np.zeros((c, *size), dtype=bool)
+    for k in range(2, c):
+        y, x = int(torch.randint(0, low[0] - 4, (1,), generator=g)), int(torch.randint(0, low[1] - 4, (1,), generator=g))
+        logits[k, y:y + 5, x:x + 4] += 10 + 2 * torch.randn(5, 4, generator=g)
+        fy, fx = size[0] / low[0], size[1] / low[1]
+        truth[k, int((y + 1) * fy):int((y + 5) * fy), int(x * fx):int((x + 5) * fx)] = True
+    logits[0] = 8.0
+    logits[1] = -30.0
+    truth[1, 3:9, 2:7] = True  # a bone the model misses entirely
+    return logits.sigmoid(), torch.from_numpy(truth), np.packbits(truth, axis=2)
+
+
+@pytest.mark.parametrize("low,size", [((12, 10), (70, 53)), ((20, 16), (700, 579))])
+def test_box_measures_equal_the_full_size_reference(low, size):
+    """The report's per-image Dice, Dice per threshold, confusion, boundary statistics and overlay masks from boxes
+    equal those of the full-size maps (trainer.predictor.to_full_size), on random maps of neighbouring bones."""
+    probs, truth, bits = _neighbouring_bones(6, low, size, seed=sum(size))
+    full_map = to_full_size(probs, size)
+    pred = full_map > 0.5
+    boxes = FullSizeProbs([(probs, 1.0)], size)
+    preds = predicted_masks(boxes, 0.5)
+    truths = truth_boxes(bits, size[1])
+    assert np.array_equal(image_dice(preds, bits), dice_per_class(pred, truth).numpy())
+    assert torch.equal(per_threshold_dice_boxes(boxes, bits)[:, 1:], per_threshold_dice(full_map, truth)[:, 1:])
+    reference = confusion_counts(truth, pred).numpy()
+    assert reference[2:].sum() > 0  # neighbouring bones do take each other's pixels here
+    assert np.array_equal(confusion_counts_boxes(preds, bits, truths), reference)
+    stats, expected = BoundaryStats(6), BoundaryStats(6)
+    stats.update_boxes(preds, bits, truths)
+    expected.update(truth, pred)
+    for name in ("near", "wrong", "dist_sum", "hist"):
+        assert np.array_equal(getattr(stats, name), getattr(expected, name)), name
+    shown_truth, shown_pred = display_masks(preds, bits, size)
+    assert np.array_equal(shown_truth, shrink(truth.numpy(), 640))
+    assert np.array_equal(shown_pred, shrink(pred.numpy(), 640))
 
 
 def _fake_run(folder, source, lr: float, dice: float, fold: int = 0):
