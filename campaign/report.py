@@ -1,4 +1,5 @@
-"""The campaign table (markdown, CSV, HTML) sorted by validation Dice, one column per swept key, and Optuna's plots.
+"""The campaign table (markdown, CSV, HTML) sorted by the validation score (Dice, or mIoU for a multiclass task),
+one column per swept key, and Optuna's plots.
 
 The three table formats are written by hand: a few lines each, where pandas would add an unpinned dependency
 and tabulate another one.
@@ -26,12 +27,14 @@ def rows(study) -> tuple[list[str], list[dict]]:
     """The table's columns and one row per trial that ran (duplicates that stood down are left out)."""
     campaign = study.user_attrs.get(studies.CAMPAIGN_ATTR, {})
     keys = list(campaign.get("space", {})) if campaign.get("kind") == "space" else ["config"]
+    metrics = {t.user_attrs["metric"] for t in study.get_trials(deepcopy=False) if "metric" in t.user_attrs}
+    score = f"val_{metrics.pop()}" if len(metrics) == 1 else "val_score"  # Dice (hand bones) or mIoU (trash)
     out = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(DUPLICATE_ATTR) is not None or t.state in (TrialState.WAITING,):
             continue
-        dice = t.value if t.state == TrialState.COMPLETE else max(t.intermediate_values.values(), default=None)
-        row = {"trial": t.number, "state": t.state.name.lower(), "val_dice": dice,
+        value = t.value if t.state == TrialState.COMPLETE else max(t.intermediate_values.values(), default=None)
+        row = {"trial": t.number, "state": t.state.name.lower(), score: value,
                "epochs": t.user_attrs.get("epochs"), "run_dir": t.user_attrs.get("run_dir", "")}
         if campaign.get("kind") == "queue":
             row["config"] = t.user_attrs.get("queue_name", t.user_attrs.get(QUEUE_ATTR))
@@ -40,8 +43,8 @@ def rows(study) -> tuple[list[str], list[dict]]:
         if "failed_trial" in t.system_attrs:
             row["state"] += f" (retry of {t.system_attrs['failed_trial']})"
         out.append(row)
-    out.sort(key=lambda r: (r["val_dice"] is None, -(r["val_dice"] or 0.0), r["trial"]))
-    return ["trial", *keys, "val_dice", "state", "epochs", "run_dir"], out
+    out.sort(key=lambda r: (r[score] is None, -(r[score] or 0.0), r["trial"]))
+    return ["trial", *keys, score, "state", "epochs", "run_dir"], out
 
 
 def _cell(value) -> str:

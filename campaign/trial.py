@@ -65,6 +65,7 @@ def objective_for(campaign: Campaign, study: optuna.Study):
             optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study._storage.get_trial(trial._trial_id))
             raise
         trial.set_user_attr("epochs", result["epochs"])
+        trial.set_user_attr("metric", result["metric"])  # the report's score column: val_dice or val_miou
         if result["stopped_by"] == "pruned":
             raise optuna.TrialPruned(f"pruned after epoch {result['epochs']}")
         return result["best_score"]  # the task mode's score: Dice or mIoU
