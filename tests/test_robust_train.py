@@ -237,6 +237,22 @@ def test_checkpoint_full_disk_fault_injection(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_during_a_checkpoint_write_stays_a_ctrl_c(tmp_path, monkeypatch):
+    """torch.save turns a KeyboardInterrupt inside its zip writer into a RuntimeError on exit; the caller (a sweep
+    worker re-queueing its trial, run_main's exit status 130) must still see the Ctrl-C, and no temporary is left."""
+    def interrupted_write(state, f):
+        try:
+            f.write(b"partial")
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 0")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {}}, tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     stale = [tmp_path / "best.pt.tmp", tmp_path / f"best.pt.{pid_max + 1}.tmp"]

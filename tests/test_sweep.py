@@ -185,7 +185,9 @@ def test_two_device_workers_run_each_grid_point_once_and_the_table_matches_the_r
 
 def interrupt_in_trial(args: list[str], trial_folder: Path, sig: int) -> int:
     """Start a worker, send it `sig` once `trial_folder` has its config.yaml (the trial's training started)."""
-    worker = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = trial_folder.parent.parent / f"worker-{sig}.log"  # kept for a failing test's reader
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=log)
     try:
         deadline = time.time() + 300
         while not (trial_folder / "config.yaml").is_file():

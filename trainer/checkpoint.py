@@ -25,7 +25,7 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
             torch.save(state, f)
         except RuntimeError as e:  # torch wraps the file object's OSError in its own error
             cause = e.__cause__ or e.__context__
-            if isinstance(cause, OSError):
+            if isinstance(cause, (OSError, KeyboardInterrupt)):  # a Ctrl-C mid-write stays a Ctrl-C
                 raise cause from None
             raise
 
