@@ -1,5 +1,5 @@
 """analyze.py --run on a tiny multiclass (trash) run: the page, its figures, its mIoU against metrics.jsonl, and the
-confusion matrix against a hand-made case."""
+confusion matrix against a hand-made case; the run's tracking logs label-map overlays."""
 from __future__ import annotations
 
 import json
@@ -28,7 +28,8 @@ def test_confusion_matrix_by_hand():
 def trash_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mcrun")
     root = generate(tmp / "ds", train=10, test=1, size=64, seed=3, progress=False)
-    cfg = load_config(DEMO, trash_overrides(root, tmp / "cache") + ["trainer.epochs=1"])
+    cfg = load_config(DEMO, trash_overrides(root, tmp / "cache") + [
+        "trainer.epochs=1", "logging.backends=[tensorboard]", "logging.image_every=1"])
     fit(cfg, tmp / "run")
     return tmp / "run"
 
@@ -50,3 +51,11 @@ def test_analyze_multiclass_run(trash_run):
     recomputed = re.search(r"id='recomputed-miou'>([0-9.]+)<", page).group(1)
     assert shown == f"{best:.4f}" and recomputed == f"{best:.4f}"
     assert "warning" not in result.stderr
+
+
+def test_tracking_logs_multiclass_overlays(trash_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trash_run), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()["images"]
+    assert tags and all(len(events.Images(t)) == 1 and events.Images(t)[0].width > 0 for t in tags)
