@@ -1,7 +1,8 @@
 """See where a run fails and compare runs.
 
 `python analyze.py --run runs/demo` writes runs/demo/report/index.html (learning curves, per-class Dice, worst
-images, confusion between bones, boundary error, Dice against threshold, label-error candidates).
+images, confusion between bones, boundary error, Dice against threshold, label-error candidates); for a multiclass
+run the same in mIoU terms with the class confusion matrix and no threshold section.
 `python analyze.py --compare runs/a runs/b runs/kfold --out comparison` writes compare.md/.csv/.html.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", metavar="ROOT", help="dataset root, when it moved since training")
     parser.add_argument("--worst", type=int, default=6, metavar="K", help="validation images shown (default 6)")
     parser.add_argument("--cleansing", type=int, default=6, metavar="K",
-                        help="training images with the lowest Dice shown (default 6; 0: skip that pass)")
+                        help="training images with the lowest Dice (mIoU) shown (default 6; 0: skip that pass)")
     parser.add_argument("--out", default="comparison", help="--compare: output folder (default: comparison)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return parser.parse_args(argv)

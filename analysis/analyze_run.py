@@ -5,11 +5,14 @@ import sys
 from pathlib import Path
 
 from analysis.evaluate import analyze_fold
+from analysis.multiclass import analyze_fold_multiclass
 from analysis.report import write_report
+from analysis.report_multiclass import best_record, write_report_multiclass
 from analysis.run import open_run
 from data.pipeline import prepare_fold
 from trainer.checkpoint import load_checkpoint
 from trainer.inference import load_member
+from trainer.modes import build_mode
 from trainer.runtime import setup_runtime
 
 MISMATCH = 0.02  # recomputed vs logged best Dice beyond this: warn that data or checkpoint may not be the run's
@@ -23,9 +26,21 @@ def analyze_run(run_dir: str, checkpoint: str | None = None, data_root: str | No
     runtime = setup_runtime(run.cfg.trainer)
     member = load_member(path, run.cfg, runtime, state=state)
     data = prepare_fold(run.cfg, runtime, progress)
+    if build_mode(run.cfg.task.mode).label_kind == "map":  # one label per pixel: argmax maps, mIoU
+        return _analyze_multiclass(run, member, data, path, checkpoint is None, k_worst, cleansing, progress)
     analysis = analyze_fold(member, data, runtime, k_worst, cleansing, progress)
     recomputed, best = float(analysis.dice_matrix.mean()), run.best
     if checkpoint is None and best is not None and abs(recomputed - best["val_dice"]) > MISMATCH:
         print(f"warning: {path}: recomputed validation Dice {recomputed:.4f} differs from the best in metrics.jsonl "
               f"({best['val_dice']:.4f}): is {run.cfg.data.root} the run's data?", file=sys.stderr)
     return write_report(run, analysis, path, run.folder / "report")
+
+
+def _analyze_multiclass(run, member, data, path: Path, own_checkpoint: bool, k_worst: int, cleansing: int,
+                        progress: bool) -> Path:
+    analysis = analyze_fold_multiclass(member, data, k_worst, cleansing, progress)
+    recomputed, best = analysis.scores()[0], best_record(run, "miou")
+    if own_checkpoint and best is not None and abs(recomputed - best["val_miou"]) > MISMATCH:
+        print(f"warning: {path}: recomputed validation mIoU {recomputed:.4f} differs from the best in metrics.jsonl "
+              f"({best['val_miou']:.4f}): is {run.cfg.data.root} the run's data?", file=sys.stderr)
+    return write_report_multiclass(run, analysis, path, run.folder / "report")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from analysis.multiclass import label_overlay
 from analysis.overlay import overlay_row
 from trainer.predictor import to_full_size
 
@@ -19,8 +20,7 @@ class ValidationImages:
 
     def get(self, trainer, record: dict) -> dict[str, np.ndarray] | None:
         """{"val/<image key>": (H, W, 3) uint8} for this epoch when it is an image epoch, else None."""
-        # the overlays draw thresholded sigmoid masks: multilabel runs only (multiclass runs log their numbers)
-        if record.get("val_dice") is None or not self.image_every:
+        if record.get(f"val_{trainer.mode.metric}") is None or not self.image_every:
             return None
         if record["epoch"] != self._epoch:
             self._epoch, self.validations = record["epoch"], self.validations + 1
@@ -40,6 +40,10 @@ class ValidationImages:
         for p, item in zip(probs, items):
             i = item["index"]
             image = cache.image(i)
+            if trainer.mode.label_kind == "map":  # one label per pixel: argmax label maps, errors in red
+                pred = trainer.mode.labels([(p, 1.0)], image.shape[:2]).cpu().numpy()
+                out[f"val/{cache.keys[i]}"] = label_overlay(image, np.asarray(cache.labels(i)), pred)
+                continue
             pred = (to_full_size(p, image.shape) > trainer.cfg.trainer.threshold).cpu().numpy()
             out[f"val/{cache.keys[i]}"] = overlay_row(np.asarray(image), cache.mask(i).astype(bool), pred)
         return out
