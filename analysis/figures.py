@@ -25,13 +25,26 @@ def _save(fig, path: Path) -> str:
     return save_png(fig, path).name
 
 
-def learning_curves(epochs: list[dict], path: Path) -> str:
+def curves_figure(epochs: list[dict]):
+    """Training loss and learning rate in the first two of three panels; the third is the task's validation score,
+    drawn by the caller, which then saves with `save_curves`."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     x = [r["epoch"] for r in epochs]
     axes[0].plot(x, [r.get("train_loss") for r in epochs], marker="o")
     axes[0].set(title="training loss", xlabel="epoch")
     axes[1].plot(x, [r.get("lr") for r in epochs], marker="o")
     axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
+    return fig, axes
+
+
+def save_curves(fig, axes, path: Path) -> str:
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def learning_curves(epochs: list[dict], path: Path) -> str:
+    fig, axes = curves_figure(epochs)
     val = [(r["epoch"], r["val_dice"]) for r in epochs if r.get("val_dice") is not None]
     if val:
         axes[2].plot(*zip(*val), marker="o", label="validation Dice")
@@ -39,9 +52,7 @@ def learning_curves(epochs: list[dict], path: Path) -> str:
                      linestyle="--", label="best so far")
         axes[2].legend()
     axes[2].set(title="validation Dice", xlabel="epoch")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_curves(fig, axes, path)
 
 
 def per_class_curves(epochs: list[dict], classes: list[str], path: Path) -> str:

@@ -58,12 +58,12 @@ def _class_rows(a: FoldAnalysis, order: np.ndarray) -> list[str]:
     return rows
 
 
-def _overlays(entries: list, folder: Path, prefix: str) -> str:
+def _overlays(entries: list, folder: Path, prefix: str, score_label: str = "mean Dice") -> str:
     parts = []
     for n, (score, key, rgb) in enumerate(entries):
         name = figures.image(rgb, folder / f"{prefix}_{n:02d}.png")
-        parts.append(f'<figure><img src="{name}" alt="{html.escape(key)}"><figcaption>{html.escape(key)}: mean Dice '
-                     f"{score:.4f}</figcaption></figure>")
+        parts.append(f'<figure><img src="{name}" alt="{html.escape(key)}"><figcaption>{html.escape(key)}: '
+                     f"{score_label} {score:.4f}</figcaption></figure>")
     return "".join(parts) or "<p>none</p>"
 
 

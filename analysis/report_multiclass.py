@@ -12,7 +12,7 @@ from analysis import figures
 from analysis.measures import BOUNDARY_NEAR
 from analysis.multiclass import MulticlassAnalysis, row_normalised
 from analysis.overlay import FP_COLOR
-from analysis.report import STYLE, _fmt, _swatch, _table
+from analysis.report import STYLE, _fmt, _overlays, _swatch, _table
 from analysis.run import Run
 from utils.files import write_text_atomic
 
@@ -23,21 +23,14 @@ def best_record(run: Run, metric: str) -> dict | None:
 
 
 def learning_curves(epochs: list[dict], path: Path) -> str:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    x = [r["epoch"] for r in epochs]
-    axes[0].plot(x, [r.get("train_loss") for r in epochs], marker="o")
-    axes[0].set(title="training loss", xlabel="epoch")
-    axes[1].plot(x, [r.get("lr") for r in epochs], marker="o")
-    axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
+    fig, axes = figures.curves_figure(epochs)
     for key, label in (("val_miou", "validation mIoU"), ("val_pixel_accuracy", "pixel accuracy")):
         points = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
         if points:
             axes[2].plot(*zip(*points), marker="o", label=label)
     axes[2].legend()
     axes[2].set(title="validation", xlabel="epoch")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    return figures.save_png(fig, path).name
+    return figures.save_curves(fig, axes, path)
 
 
 def iou_distribution(iou: np.ndarray, classes: list[str], order: np.ndarray, path: Path) -> str:
@@ -62,15 +55,6 @@ def confusion(matrix: np.ndarray, classes: list[str], path: Path) -> str:
     ax.set(xlabel="predicted label", ylabel="true label", title="share of each true class's pixels per prediction")
     fig.colorbar(im, ax=ax, fraction=0.046)
     return figures.save_png(fig, path).name
-
-
-def _overlays(entries: list, folder: Path, prefix: str) -> str:
-    parts = []
-    for n, (score, key, rgb) in enumerate(entries):
-        name = figures.image(rgb, folder / f"{prefix}_{n:02d}.png")
-        parts.append(f'<figure><img src="{name}" alt="{html.escape(key)}"><figcaption>{html.escape(key)}: image '
-                     f"mIoU {score:.4f}</figcaption></figure>")
-    return "".join(parts) or "<p>none</p>"
 
 
 def _class_rows(a: MulticlassAnalysis, iou: list[float], order: np.ndarray, normalised: np.ndarray) -> list[str]:
@@ -140,7 +124,7 @@ def write_report_multiclass(run: Run, a: MulticlassAnalysis, checkpoint: Path, o
             "pixels of its true class, summed over all validation images.</p>",
             f"<img src='{confusion(normalised, a.classes, out / 'confusion.png')}' alt='confusion'>",
             f"<h2>The {len(a.worst)} worst validation images (lowest image mIoU)</h2><p>{legend}</p>",
-            _overlays(a.worst, out, "worst"),
+            _overlays(a.worst, out, "worst", "image mIoU"),
             "<h2>Boundary error</h2>",
             f"<p>Per class, on its one-hot masks. Left: of the wrong pixels of a class, the share within "
             f"{BOUNDARY_NEAR:g} px of the true boundary. Right: symmetric surface distance, mean and 95th percentile, "
@@ -148,7 +132,8 @@ def write_report_multiclass(run: Run, a: MulticlassAnalysis, checkpoint: Path, o
             f"<img src='{boundary_png}' alt='boundary error'>",
             "<h2>Data cleansing: training images the model disagrees with most</h2>",
             f"<p>Lowest mIoU against their own labels, at training resolution: look for label errors. {legend}</p>",
-            _overlays(a.cleansing, out, "cleansing") if a.cleansing else "<p>not computed (--cleansing 0)</p>",
+            (_overlays(a.cleansing, out, "cleansing", "image mIoU") if a.cleansing
+             else "<p>not computed (--cleansing 0)</p>"),
             "</body></html>"]
     path = out / "index.html"
     write_text_atomic(path, "\n".join(page))
