@@ -52,6 +52,19 @@ class CocoSet:
     warnings: list[str]
 
 
+def read_coco_json(path: Path, kind: str = "COCO") -> dict:
+    """The parsed JSON with its 'images' list checked; `kind` names the file in the error (COCO, test)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: {kind} JSON not found") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a valid JSON file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{path}: not a COCO JSON (no 'images' list)")
+    return data
+
+
 def read_coco(path: str | Path, root: str | Path, classes: list[str], labelled: bool = True) -> CocoSet:
     """Read and validate one COCO JSON: one sample per image (in the JSON's order), objects decoded to RLE.
 
@@ -60,14 +73,7 @@ def read_coco(path: str | Path, root: str | Path, classes: list[str], labelled: 
     empty segmentation, a polygon ring of fewer than 3 points.
     """
     path, root = Path(path), Path(root)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: COCO JSON not found") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a valid JSON file ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(f"{path}: not a COCO JSON (no 'images' list)")
+    data = read_coco_json(path)
     if not isinstance(data.get("categories"), list):
         raise DataError(f"{path}: not a COCO JSON (no 'categories' list)")
     label_of = _category_labels(path, data["categories"], classes)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -83,15 +82,10 @@ def save_label_png(folder: str | Path, file_name: str, labels: np.ndarray) -> Pa
 
 def test_image_ids(test_json: str | Path) -> list[str]:
     """The `file_name`s of test.json's images, in its order (the submission order)."""
+    from data.coco import read_coco_json  # here, not at the top: reading CSVs needs no COCO library
+
     path = Path(test_json)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: test JSON not found") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a valid JSON file ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(f"{path}: not a COCO JSON (no 'images' list)")
+    data = read_coco_json(path, kind="test")
     names = []
     for n, im in enumerate(data["images"]):
         if not isinstance(im, dict) or not isinstance(im.get("file_name"), str):
