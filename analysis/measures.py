@@ -6,23 +6,29 @@ sums to more than a's miss rate when a missed pixel goes to several bones.
 
 Boundary error per class: the wrong pixels (truth XOR prediction) within `near` pixels of the true boundary, as a
 share of all wrong pixels; and the symmetric surface distance (each boundary pixel of one mask to the nearest
-boundary pixel of the other), its mean and 95th percentile. Distances by scipy's exact Euclidean distance
-transform, on each bone's bounding box only (a bone covers a few percent of a 2048 px image).
+boundary pixel of the other), its mean and 95th percentile. Distances are exact Euclidean (scipy's k-d tree
+between the two boundaries' pixels), on each bone's bounding box only (a bone covers a few percent of a 2048 px
+image).
 
 The report computes both from per-class predicted boxes (trainer.fullsize.FullSizeProbs.masks) and the packed
 truth (`*_boxes` below), so its cost follows the bones; the full-mask functions are the reference definitions.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from trainer.fullsize import unpack_box
 
 BOUNDARY_NEAR = 2.0  # pixels: a wrong pixel this close to the true boundary counts as a boundary error
 DIST_BIN = 0.5  # surface distances are histogrammed, rounded to half a pixel, up to DIST_MAX (last bin: the rest)
 DIST_MAX = 256.0
+_REACH = int(BOUNDARY_NEAR)
+NEAR_DISK = (np.add.outer(np.arange(-_REACH, _REACH + 1) ** 2, np.arange(-_REACH, _REACH + 1) ** 2)
+             <= BOUNDARY_NEAR ** 2).astype(np.uint8)
+CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 PIXEL_CHUNK = 1 << 20  # confusion is computed over this many pixels at a time (bounded memory at 2048 px)
 
 
@@ -99,8 +105,16 @@ def tight_box(item: BoxMask) -> Box | None:
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
-    """The mask's pixels with a background 4-neighbour (the image border counts as background)."""
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+    """The mask's pixels with a background 4-neighbour (the image border counts as background). OpenCV's erosion:
+    the same result as scipy.ndimage.binary_erosion(mask, border_value=0), several times faster on bone boxes."""
+    mask = np.ascontiguousarray(mask)
+    inner = cv2.erode(mask.view(np.uint8), CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return mask & ~inner.view(bool)
+
+
+def near(points: np.ndarray) -> np.ndarray:
+    """The pixels within BOUNDARY_NEAR (Euclidean) of a set pixel: a dilation by that disk (OpenCV)."""
+    return cv2.dilate(points.view(np.uint8), NEAR_DISK, borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
 
 
 class BoundaryStats:
@@ -136,20 +150,22 @@ class BoundaryStats:
 
     def _update_class(self, c: int, t: np.ndarray, p: np.ndarray) -> None:
         """Class c's masks on a box holding both: one pixel of background is added around it, so the erosion
-        there matches the full image's."""
+        there matches the full image's. Near: within NEAR_DISK of a true boundary pixel (what a distance transform
+        <= BOUNDARY_NEAR gives); surface distances: nearest boundary pixels by scipy's k-d tree, exact Euclidean
+        as the distance transform, at a cost that follows the boundaries rather than the box."""
         t, p = np.pad(t, 1), np.pad(p, 1)
         wrong = t ^ p
+        self.wrong[c] += int(np.count_nonzero(wrong))
         bt = boundary(t)
         if not bt.any():
-            self.wrong[c] += int(wrong.sum())  # a bone predicted where there is none: no boundary to be near
-            return
-        to_true = ndimage.distance_transform_edt(~bt)
-        self.wrong[c] += int(wrong.sum())
-        self.near[c] += int((wrong & (to_true <= BOUNDARY_NEAR)).sum())
+            return  # a bone predicted where there is none: no boundary to be near
+        self.near[c] += int(np.count_nonzero(wrong & near(bt)))
         bp = boundary(p)
         if not bp.any():
             return
-        distances = np.concatenate([to_true[bp], ndimage.distance_transform_edt(~bp)[bt]])
+        true_points, pred_points = np.argwhere(bt), np.argwhere(bp)
+        distances = np.concatenate([cKDTree(true_points).query(pred_points)[0],
+                                    cKDTree(pred_points).query(true_points)[0]])
         self.dist_sum[c] += distances.sum()
         bins = np.minimum(np.rint(distances / DIST_BIN).astype(np.int64), self.hist.shape[1] - 1)
         self.hist[c] += np.bincount(bins, minlength=self.hist.shape[1])

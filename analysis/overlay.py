@@ -36,7 +36,7 @@ def color_masks(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
     c = masks.shape[0]
     flat = masks.reshape(c, -1).astype(np.float32)
     count = flat.sum(0)
-    mean_color = (flat.T @ class_colors(c)) / np.maximum(count, 1)[:, None]
+    mean_color = (class_colors(c).T @ flat).T / np.maximum(count, 1)[:, None]  # (3, C) @ (C, N): contiguous
     out = gray_rgb(image).reshape(-1, 3).astype(np.float32)
     covered = count > 0
     out[covered] = (1 - ALPHA) * out[covered] + ALPHA * mean_color[covered]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from data.dataset import unpack_mask_bits
 from data.handbone import read_image, resize_image, scan_split
 from data.pseudo import confidence
-from trainer.fullsize import FullSizeProbs, dice_counts, upsample_box, uses_channels_last_kernel
+from trainer.fullsize import FullSizeProbs, bin_counts, dice_counts, upsample_box, uses_channels_last_kernel, value_bins
 from trainer.inference import load_member, load_probs_member, member_config, write_submission
 from trainer.metrics import dice_per_class
 from trainer.predictor import to_full_size
@@ -135,6 +135,44 @@ def test_dice_and_threshold_histograms_from_boxes():
     assert torch.equal(dice, dice_per_class(full_map > 0.5, truth))
     boxes = per_threshold_dice_boxes(full, bits)
     assert torch.equal(boxes[:, 1:], per_threshold_dice(full_map, truth)[:, 1:])
+
+
+@pytest.mark.parametrize("low,size", [((16, 16), (256, 256)), ((13, 9), (101, 57)), ((20, 16), (700, 579)),
+                                      ((37, 29), (403, 301))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bin_counts_by_quads_equal_every_pixels_bins(low, size, channels_last):
+    """Quads whose cells lie in one bin are counted without their pixels; the counts equal those of every pixel
+    of the full-size map (both of aten's kernels, integer and fractional scales, values exactly on bin edges)."""
+    g = torch.Generator().manual_seed(size[0])
+    probs = F.interpolate(torch.randn(1, 7, 4, 4, generator=g) * 6, size=low, mode="bilinear")[0].sigmoid()
+    probs[0], probs[1, :3] = 0.5, 0.25  # on bin edges
+    probs[2], probs[3] = 1.0, 0.0
+    if channels_last:
+        probs = probs[None].contiguous(memory_format=torch.channels_last)[0]
+    full_map = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
+    truth = full_map.roll(3, 1) > 0.4
+    full = FullSizeProbs([(probs, 1.0)], size)
+    assert full.kernels == [uses_channels_last_kernel(probs, size)]
+    counts = bin_counts(full, np.packbits(truth.numpy(), axis=2), 100)
+    bins = value_bins(full_map, 100)
+    for c in range(7):
+        expected_all = torch.bincount(bins[c].flatten() + 1, minlength=101)[1:]
+        expected_true = torch.bincount(bins[c][truth[c]] + 1, minlength=101)[1:]
+        expected_all[0] = expected_true[0] = 0  # bin 0 is not counted
+        assert torch.equal(counts[0][c], expected_all) and torch.equal(counts[1][c], expected_true)
+    assert counts[0][2, 99] == size[0] * size[1] and counts[0][3].sum() == 0
+
+
+def test_threshold_histograms_of_an_ensemble_from_boxes():
+    """Several members (or no upsampling) fall back to binning the boxes' values: the same Dice."""
+    size = (90, 70)
+    parts = [(bony_probs(5, 20, 16, seed=1), 1.0), (bony_probs(5, 30, 35, seed=2), 2.0)]
+    full = FullSizeProbs(parts, size)
+    assert bin_counts(full, np.zeros((5, 90, 9), np.uint8), 100) is None
+    full_map = full.full()
+    truth = full_map.roll(2, 2) > 0.3
+    table = per_threshold_dice_boxes(full, np.packbits(truth.numpy(), axis=2))
+    assert torch.equal(table[:, 1:], per_threshold_dice(full_map, truth)[:, 1:])
 
 
 def test_confidence_without_the_full_map():

@@ -22,6 +22,7 @@ import functools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 MARGIN = 1e-5  # cells above t - MARGIN count as hot: covers float rounding of weights that sum to 1 + ulp
 
@@ -119,8 +120,6 @@ def _channels_last_box(p, c, rows, cols, width: int) -> torch.Tensor:
 def _vector_width() -> int:
     """The float SIMD width of aten's channels-last kernel on this CPU (8 with AVX2, also on AVX512 CPUs here):
     found once by comparing with F.interpolate; 8 when none fits (then values may differ by an ulp)."""
-    import torch.nn.functional as F
-
     x = torch.rand(1, 37, 9, 8, generator=torch.Generator().manual_seed(0))
     x = x.contiguous(memory_format=torch.channels_last)
     reference = F.interpolate(x, size=(13, 11), mode="bilinear", align_corners=False)[0]
@@ -278,3 +277,134 @@ def dice_counts(probs: FullSizeProbs, threshold, bits: np.ndarray) -> tuple[torc
             inter[c] = np.count_nonzero(mask & unpack_box(bits[c], box))
             area[c] = np.count_nonzero(mask)
     return inter, area, torch.from_numpy(bits_count(bits).astype(np.float64))
+
+
+def value_bins(values: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bin b of a probability p: `p > b / n_bins` holds exactly when ceil(p * n_bins) - 1 >= b (float32, as the
+    thresholds compare); -1 for p == 0. Monotonic in p."""
+    return (values * n_bins).ceil_().sub_(1).clamp_(-1, n_bins - 1).long()
+
+
+def _line_groups(size_in: int, size_out: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-size lines grouped by the model-resolution line they read first (contiguous: the table is monotonic):
+    per model line, its first full-size line and their count."""
+    counts = np.bincount(axis_table(size_in, size_out)[0], minlength=size_in)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return torch.from_numpy(starts).to(device), torch.from_numpy(counts).to(device)
+
+
+def bin_counts(probs: FullSizeProbs, bits: np.ndarray, n_bins: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(C, n_bins) int64 counts of full-size pixels per value_bins bin, all pixels and those of the packed
+    (C, H, W/8) truth, exact for bins 1 .. n_bins - 1 (column 0 is left at zero), without computing most pixels.
+
+    The full-size pixels that read the same 2x2 model cells (a quad: about scale x scale pixels) take values
+    between the cells' minimum and maximum (a convex combination; MARGIN covers the rounding). A quad whose
+    minimum and maximum fall in one bin puts all its pixels there: it is counted by its area and its truth pixels.
+    A quad entirely in bins <= 0 is skipped. Only the other quads' pixels are computed, with upsample_box's
+    arithmetic (bit for bit). None where this does not apply (several members, a weight, no upsampling on an
+    axis, not float32): the caller bins the boxes' values then."""
+    if len(probs.parts) != 1 or probs.total_weight != 1.0:
+        return None
+    p = probs.parts[0][0]
+    (h, w), (big_h, big_w) = p.shape[-2:], probs.size
+    if h >= big_h or w >= big_w or p.dtype != torch.float32:
+        return None
+    device, n_classes = p.device, p.shape[0]
+    tiles = _QuadTiles(p, probs.size, probs.kernels[0])
+    quad_area = (tiles.rows[1][:, None] * tiles.cols[1][None, :]).double()
+    corners = torch.cat([p, p[:, -1:]], 1)
+    corners = torch.cat([corners, corners[:, :, -1:]], 2)  # (C, h + 1, w + 1): quad (i, j) reads i, i+1 / j, j+1
+    low = value_bins(-F.max_pool2d(-corners, 2, stride=1) - MARGIN, n_bins)
+    high = value_bins(F.max_pool2d(corners, 2, stride=1) + MARGIN, n_bins)
+    hot = high >= 1
+    uniform, mixed = hot & (low == high), hot & (low != high)
+    hist_all = torch.zeros(n_classes, n_bins + 1, dtype=torch.int64, device=device)
+    hist_true = torch.zeros_like(hist_all)
+    for c in range(n_classes):
+        truth, truth_quads = _truth_by_quad(bits[c], (h, w), big_w, device)
+        same = high[c][uniform[c]]
+        hist_all[c, 1:] += torch.bincount(same, quad_area[uniform[c]], n_bins).long()
+        hist_true[c, 1:] += torch.bincount(same, truth_quads[uniform[c]], n_bins).long()
+        for qi, qj, a, b in tiles.by_shape(*torch.nonzero(mixed[c], as_tuple=True)):
+            bins = tiles.bins(c, qi, qj, a, b, n_bins)  # (n, a, b)
+            hist_all[c] += torch.bincount(bins.flatten() + 1, minlength=n_bins + 1)
+            touched = truth_quads[qi, qj] > 0
+            if truth is not None and bool(touched.any()):
+                inside = tiles.truth(truth, qi[touched], qj[touched], a, b)
+                hist_true[c] += torch.bincount(bins[touched][inside] + 1, minlength=n_bins + 1)
+    hist_all[:, :2] = 0
+    hist_true[:, :2] = 0
+    return hist_all[:, 1:].cpu(), hist_true[:, 1:].cpu()
+
+
+def _truth_by_quad(plane: np.ndarray, low_size: tuple[int, int], width: int, device):
+    """A class's packed (H, W/8) truth: (its tight box, the unpacked crop as a tensor) or None where empty, and its
+    pixel count per quad, (h, w) float64 (bincount's weights)."""
+    out = torch.zeros(low_size, dtype=torch.float64, device=device)
+    rows = np.flatnonzero(plane.any(1))
+    if len(rows) == 0:
+        return None, out
+    cols = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(plane, axis=0))[:width])
+    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    crop = unpack_box(plane, box)
+    sums, groups_read = crop.astype(np.int64), []
+    for axis, (start, n_in, n_out) in enumerate(((box[0], low_size[0], plane.shape[0]),
+                                                  (box[2], low_size[1], width))):
+        groups = axis_table(n_in, n_out)[0][start:start + sums.shape[axis]]
+        first = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        sums = np.add.reduceat(sums, first, axis=axis)
+        groups_read.append(torch.from_numpy(groups[first]).to(device))
+    out[groups_read[0][:, None], groups_read[1][None, :]] = torch.from_numpy(sums).double().to(device)
+    return (box, torch.from_numpy(crop).to(device)), out
+
+
+class _QuadTiles:
+    """The full-size pixels of chosen quads of one shape as (n, a, b) tiles, valued as upsample_box values them."""
+
+    def __init__(self, p: torch.Tensor, size: tuple[int, int], channels_last: bool):
+        self.p, self.channels_last = p, channels_last
+        (h, w), device = p.shape[-2:], p.device
+        self.rows, self.cols = _line_groups(h, size[0], device), _line_groups(w, size[1], device)
+        self.tables = (_device_table(h, size[0], device), _device_table(w, size[1], device))
+
+    def by_shape(self, qi: torch.Tensor, qj: torch.Tensor):
+        """The quads (qi, qj) grouped by their shape (a, b): interior quads share one, border quads differ."""
+        if len(qi) == 0:
+            return
+        a, b = self.rows[1][qi], self.cols[1][qj]
+        key = a * (int(self.cols[1].max()) + 1) + b
+        for k in torch.unique(key).tolist():
+            rows, cols = divmod(k, int(self.cols[1].max()) + 1)
+            if rows and cols:
+                chosen = key == k
+                yield qi[chosen], qj[chosen], rows, cols
+
+    def _lines(self, qi, qj, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = torch.arange(max(a, b), device=self.p.device)
+        return self.rows[0][qi][:, None] + steps[:a], self.cols[0][qj][:, None] + steps[:b]
+
+    def bins(self, c: int, qi, qj, a: int, b: int, n_bins: int) -> torch.Tensor:
+        r, k = self._lines(qi, qj, a, b)
+        _, _, rw0, rw1 = (t[r][:, :, None] for t in self.tables[0])
+        _, _, cw0, cw1 = (t[k][:, None, :] for t in self.tables[1])
+        pc, (h, w) = self.p[c], self.p.shape[-2:]
+        i2, j2 = (qi + 1).clamp(max=h - 1), (qj + 1).clamp(max=w - 1)
+        x00, x01 = pc[qi, qj][:, None, None], pc[qi, j2][:, None, None]
+        x10, x11 = pc[i2, qj][:, None, None], pc[i2, j2][:, None, None]
+        if self.channels_last:  # _channels_last_box's sums, per pixel
+            w00, w01, w10, w11 = rw0 * cw0, rw0 * cw1, rw1 * cw0, rw1 * cw1
+            if c < self.p.shape[0] - self.p.shape[0] % _vector_width():
+                values = _fma(x00, w00, _fma(x01, w01, _fma(x11, w11, x10 * w10)))
+            else:
+                values = _fma(x11, w11, _fma(x10, w10, _fma(x00, w00, x01 * w01)))
+        else:  # upsample_box's: along the width first, then the height
+            values = _fma(_fma(x00, cw0, x01 * cw1), rw0, _fma(x10, cw0, x11 * cw1) * rw1)
+        return value_bins(values, n_bins)
+
+    def truth(self, truth, qi, qj, a: int, b: int) -> torch.Tensor:
+        """(n, a, b) bool: the tiles' pixels in one class's truth, given as (box, crop)."""
+        (r0, r1, c0, c1), crop = truth
+        r, k = self._lines(qi, qj, a, b)
+        inside = ((r >= r0) & (r < r1))[:, :, None] & ((k >= c0) & (k < c1))[:, None, :]
+        ri, ki = (r - r0).clamp_(0, r1 - r0 - 1), (k - c0).clamp_(0, c1 - c0 - 1)
+        return crop[ri[:, :, None], ki[:, None, :]] & inside

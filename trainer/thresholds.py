@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from data.dataset import ImageDataset
 from data.pipeline import prepare_fold
-from trainer.fullsize import FullSizeProbs, bits_count, one_thread, unpack_box
+from trainer.fullsize import FullSizeProbs, bin_counts, bits_count, one_thread, unpack_box, value_bins
 from trainer.inference import ModelMember
 from trainer.metrics import DICE_EPS
 from transforms.cpu import build_cpu_transforms
@@ -53,18 +53,23 @@ def per_threshold_dice(probs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor
 
 
 def per_threshold_dice_boxes(probs: FullSizeProbs, bits: np.ndarray) -> torch.Tensor:
-    """per_threshold_dice from the boxes where some pixel can exceed the lowest candidate, 1 / BINS, and the packed
-    (C, H, W/8) truth. Outside those boxes every pixel falls in bin 0, which only column 0 (threshold 0, never
-    chosen) counts: there it is taken as every pixel (sigmoid outputs are > 0); columns 1.. are exact."""
+    """per_threshold_dice from the packed (C, H, W/8) truth and the pixels that can exceed the lowest candidate,
+    1 / BINS: counted by quads where the model's cells allow it (trainer.fullsize.bin_counts), else from the values
+    in the boxes. Elsewhere every pixel falls in bin 0, which only column 0 (threshold 0, never chosen) counts:
+    there it is taken as every pixel (sigmoid outputs are > 0); columns 1.. are exact."""
     c = probs.num_classes
-    above_all = torch.zeros(c, BINS, dtype=torch.float64)
-    above_true = torch.zeros(c, BINS, dtype=torch.float64)
     with one_thread(probs.device):
-        for k, box in enumerate(probs.boxes(1 / BINS)):
-            if box is not None:
-                values = probs.crop(k, box).cpu().flatten()[None]
-                truth = torch.from_numpy(unpack_box(bits[k], box).reshape(1, -1))
-                above_all[k], above_true[k] = (a[0] for a in _above_counts(values, truth))
+        counts = bin_counts(probs, bits, BINS)
+        if counts is not None:
+            above_all, above_true = (h.flip(1).cumsum(1).flip(1).double() for h in counts)
+        else:
+            above_all = torch.zeros(c, BINS, dtype=torch.float64)
+            above_true = torch.zeros(c, BINS, dtype=torch.float64)
+            for k, box in enumerate(probs.boxes(1 / BINS)):
+                if box is not None:
+                    values = probs.crop(k, box).cpu().flatten()[None]
+                    truth = torch.from_numpy(unpack_box(bits[k], box).reshape(1, -1))
+                    above_all[k], above_true[k] = (a[0] for a in _above_counts(values, truth))
     truth_area = torch.from_numpy(bits_count(bits).astype(np.float64))[:, None]
     above_all[:, 0] = probs.size[0] * probs.size[1]
     above_true[:, 0] = truth_area[:, 0]
@@ -74,8 +79,7 @@ def per_threshold_dice_boxes(probs: FullSizeProbs, bits: np.ndarray) -> torch.Te
 def _above_counts(probs: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, N) probabilities and bool truth -> (C, BINS) float64 counts of pixels (all, true) with bin >= b."""
     c = probs.shape[0]
-    # `p > b / BINS` holds exactly when ceil(p * BINS) - 1 >= b
-    bins = (probs * BINS).ceil_().sub_(1).clamp_(-1, BINS - 1).long()
+    bins = value_bins(probs, BINS)
     offsets = torch.arange(c, device=probs.device)[:, None] * (BINS + 1)
     flat = (bins + 1 + offsets).flatten()
     hist_all = torch.bincount(flat, minlength=c * (BINS + 1)).view(c, BINS + 1)
