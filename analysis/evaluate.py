@@ -10,6 +10,7 @@ cost that follows the bones, not the image."""
 from __future__ import annotations
 
 import heapq
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +65,9 @@ class _Worst:
             heapq.heappop(self.heap)
 
     def sorted(self) -> list:
-        return [(-s, key, overlay) for s, key, overlay in sorted(self.heap, key=lambda e: -e[0])]
+        """(score, key, overlay) worst first; an overlay given as a one-item list (filled later) is unwrapped."""
+        entries = sorted(self.heap, key=lambda e: -e[0])
+        return [(-s, key, overlay[0] if isinstance(overlay, list) else overlay) for s, key, overlay in entries]
 
 
 def predicted_masks(probs: FullSizeProbs, threshold: float) -> list[BoxMask]:
@@ -110,11 +113,65 @@ def _overlay(image: np.ndarray, preds: list[BoxMask], bits: np.ndarray) -> np.nd
     return overlay_row(shrink(np.asarray(image), OVERLAY_SIDE), truth, pred, max_side=OVERLAY_SIDE)
 
 
+@dataclass
+class _ImageMeasures:
+    dice: np.ndarray
+    threshold_dice: torch.Tensor
+    confusion: np.ndarray
+    boundary: BoundaryStats
+    preds: list[BoxMask]
+
+
+def _measure(p: torch.Tensor, bits: np.ndarray, size: tuple[int, int], threshold: float) -> _ImageMeasures:
+    """Every measure of one validation image (runs in a worker thread)."""
+    full = FullSizeProbs([(p, 1.0)], size)
+    preds = predicted_masks(full, threshold)
+    truths = truth_boxes(bits, size[1])
+    boundary = BoundaryStats(len(preds))
+    boundary.update_boxes(preds, bits, truths)
+    return _ImageMeasures(image_dice(preds, bits), per_threshold_dice_boxes(full, bits),
+                          confusion_counts_boxes(preds, bits, truths), boundary, preds)
+
+
+class _Workers:
+    """The per-image measures of a batch run in threads, one image each, with one intra-op thread apiece (crops are
+    small): numpy, OpenCV, scipy and torch release the GIL in their loops, so a batch uses every core where the
+    forward pass did. Results come back in the images' order, so every sum is the same as one thread's."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pool = ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()))
+
+    def map(self, fn, *args) -> list:
+        with one_thread(self.device):
+            return list(self.pool.map(fn, *args))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown()
+
+
+def _add_overlays(workers: _Workers, worst: _Worst, scored: list, draw) -> None:
+    """Offers each (score, key, args) to `worst` in order; the overlays of those still kept are drawn in the
+    threads, by draw(*args)."""
+    pending = []
+    for score, key, args in scored:
+        if worst.wants(score):
+            entry = [None]  # filled below
+            worst.add(score, key, entry)
+            pending.append((entry, args))
+    kept = [(entry, args) for entry, args in pending if any(e[2] is entry for e in worst.heap)]
+    for (entry, _), overlay in zip(kept, workers.map(lambda item: draw(*item[1]), kept)):
+        entry[0] = overlay
+
+
 @torch.no_grad()
 def analyze_fold(member: ModelMember, data: FoldData, runtime, k_worst: int = 6, cleansing: int = 6,
                  progress: bool = True) -> FoldAnalysis:
     cfg = member.cfg
-    classes, threshold, device = cfg.task.classes, cfg.trainer.threshold, runtime.device
+    classes, threshold = cfg.task.classes, cfg.trainer.threshold
     if len(data.val_indices) == 0:
         raise UserError(f"{cfg.data.root}: the validation fold {cfg.data.fold} of {cfg.data.n_splits} is empty")
     out = FoldAnalysis(classes, threshold, boundary=BoundaryStats(len(classes)))
@@ -122,46 +179,45 @@ def analyze_fold(member: ModelMember, data: FoldData, runtime, k_worst: int = 6,
     confusion = np.zeros((len(classes), len(classes)), dtype=np.float64)
     truth_pixels = np.zeros(len(classes), dtype=np.float64)
     worst = _Worst(k_worst)
-    for batch in tqdm(_loader(member, data, data.val_indices), desc="analyze validation fold", disable=not progress):
-        probs = member.predictor(batch["image"])
-        for p, index in zip(probs, batch["index"].tolist()):
-            t = data.truth_index[index]
-            size = data.truth.original_size(t)
-            bits = data.truth.mask_bits(t)
-            full = FullSizeProbs([(p, 1.0)], size)
-            with one_thread(device):
-                preds = predicted_masks(full, threshold)
-                truths = truth_boxes(bits, size[1])
-                dice = image_dice(preds, bits)
-                threshold_sums += per_threshold_dice_boxes(full, bits)
-                confusion += confusion_counts_boxes(preds, bits, truths)
-                out.boundary.update_boxes(preds, bits, truths)
-            truth_pixels += bits_count(bits)
-            out.keys.append(data.truth.keys[t])
-            out.dice.append(dice)
-            if worst.wants(float(dice.mean())):
-                worst.add(float(dice.mean()), data.truth.keys[t], _overlay(data.truth.image(t), preds, bits))
-    out.threshold_dice = (threshold_sums / len(out.dice)).numpy()
-    out.confusion = confusion / np.maximum(truth_pixels, 1)[:, None]
-    out.worst = worst.sorted()
-    if cleansing:
-        out.cleansing = _training_disagreement(member, data, runtime, cleansing, progress)
+    with _Workers(runtime.device) as workers:
+        for batch in tqdm(_loader(member, data, data.val_indices), desc="analyze validation fold",
+                          disable=not progress):
+            probs = member.predictor(batch["image"])
+            truth = [data.truth_index[i] for i in batch["index"].tolist()]
+            bits = [data.truth.mask_bits(t) for t in truth]
+            sizes = [data.truth.original_size(t) for t in truth]
+            scored = []
+            for t, b, m in zip(truth, bits, workers.map(_measure, probs, bits, sizes, [threshold] * len(truth))):
+                threshold_sums += m.threshold_dice
+                confusion += m.confusion
+                out.boundary.add(m.boundary)
+                truth_pixels += bits_count(b)
+                out.keys.append(data.truth.keys[t])
+                out.dice.append(m.dice)
+                scored.append((float(m.dice.mean()), data.truth.keys[t], (t, m.preds, b)))
+            _add_overlays(workers, worst, scored,
+                          lambda t, preds, b: _overlay(data.truth.image(t), preds, b))
+        out.threshold_dice = (threshold_sums / len(out.dice)).numpy()
+        out.confusion = confusion / np.maximum(truth_pixels, 1)[:, None]
+        out.worst = worst.sorted()
+        if cleansing:
+            out.cleansing = _training_disagreement(member, data, workers, cleansing, progress)
     return out
 
 
-def _training_disagreement(member: ModelMember, data: FoldData, runtime, k: int, progress: bool) -> list:
+def _training_disagreement(member: ModelMember, data: FoldData, workers: _Workers, k: int, progress: bool) -> list:
     """Training images with the lowest Dice against their own labels, at training resolution: candidates for
     label errors (pseudo-labelled images are left out)."""
     n_labelled = len(scan_split(member.cfg.data.root, "train"))
     indices = [int(i) for i in data.train_indices if i < n_labelled]
     threshold, worst = member.cfg.trainer.threshold, _Worst(k)
+
+    def score(p, index):
+        image, bits = data.cache.image(index), data.cache.mask_bits(index)
+        preds = predicted_masks(FullSizeProbs([(p, 1.0)], image.shape), threshold)
+        return float(image_dice(preds, bits).mean()), data.cache.keys[index], (image, preds, bits)
+
     for batch in tqdm(_loader(member, data, indices), desc="score training images", disable=not progress):
-        probs = member.predictor(batch["image"])
-        for p, index in zip(probs, batch["index"].tolist()):
-            image, bits = data.cache.image(index), data.cache.mask_bits(index)
-            with one_thread(runtime.device):
-                preds = predicted_masks(FullSizeProbs([(p, 1.0)], image.shape), threshold)
-                score = float(image_dice(preds, bits).mean())
-            if worst.wants(score):
-                worst.add(score, data.cache.keys[index], _overlay(image, preds, bits))
+        scored = workers.map(score, member.predictor(batch["image"]), batch["index"].tolist())
+        _add_overlays(workers, worst, scored, _overlay)
     return worst.sorted()

@@ -170,6 +170,11 @@ class BoundaryStats:
         bins = np.minimum(np.rint(distances / DIST_BIN).astype(np.int64), self.hist.shape[1] - 1)
         self.hist[c] += np.bincount(bins, minlength=self.hist.shape[1])
 
+    def add(self, other: BoundaryStats) -> None:
+        """Adds another's counts (one image's, measured in a worker thread)."""
+        for name in ("near", "wrong", "dist_sum", "hist"):
+            getattr(self, name)[...] += getattr(other, name)
+
     def near_share(self) -> np.ndarray:
         """Share of wrong pixels within BOUNDARY_NEAR of the true boundary (nan: no wrong pixel)."""
         with np.errstate(invalid="ignore", divide="ignore"):

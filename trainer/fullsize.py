@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+TILE_PIXELS = 1 << 16  # bin_counts computes this many pixels at a time
 MARGIN = 1e-5  # cells above t - MARGIN count as hot: covers float rounding of weights that sum to 1 + ulp
 
 
@@ -301,53 +302,52 @@ def bin_counts(probs: FullSizeProbs, bits: np.ndarray, n_bins: int) -> tuple[tor
     between the cells' minimum and maximum (a convex combination; MARGIN covers the rounding). A quad whose
     minimum and maximum fall in one bin puts all its pixels there: it is counted by its area and its truth pixels.
     A quad entirely in bins <= 0 is skipped. Only the other quads' pixels are computed, with upsample_box's
-    arithmetic (bit for bit). None where this does not apply (several members, a weight, no upsampling on an
-    axis, not float32): the caller bins the boxes' values then."""
+    arithmetic (bit for bit), all classes at once. None where this does not apply (several members, a weight, no
+    upsampling on an axis, not float32): the caller bins the boxes' values then."""
     if len(probs.parts) != 1 or probs.total_weight != 1.0:
         return None
     p = probs.parts[0][0]
     (h, w), (big_h, big_w) = p.shape[-2:], probs.size
     if h >= big_h or w >= big_w or p.dtype != torch.float32:
         return None
-    device, n_classes = p.device, p.shape[0]
+    device, n_classes, stride = p.device, p.shape[0], n_bins + 1
     tiles = _QuadTiles(p, probs.size, probs.kernels[0])
     quad_area = (tiles.rows[1][:, None] * tiles.cols[1][None, :]).double()
     corners = torch.cat([p, p[:, -1:]], 1)
     corners = torch.cat([corners, corners[:, :, -1:]], 2)  # (C, h + 1, w + 1): quad (i, j) reads i, i+1 / j, j+1
-    low = value_bins(-F.max_pool2d(-corners, 2, stride=1) - MARGIN, n_bins)
-    high = value_bins(F.max_pool2d(corners, 2, stride=1) + MARGIN, n_bins)
+    quad = (corners[:, :-1, :-1], corners[:, :-1, 1:], corners[:, 1:, :-1], corners[:, 1:, 1:])
+    low = value_bins(torch.minimum(torch.minimum(quad[0], quad[1]), torch.minimum(quad[2], quad[3])) - MARGIN,
+                     n_bins)
+    high = value_bins(torch.maximum(torch.maximum(quad[0], quad[1]), torch.maximum(quad[2], quad[3])) + MARGIN,
+                      n_bins)
     hot = high >= 1
-    uniform, mixed = hot & (low == high), hot & (low != high)
-    hist_all = torch.zeros(n_classes, n_bins + 1, dtype=torch.int64, device=device)
-    hist_true = torch.zeros_like(hist_all)
-    for c in range(n_classes):
-        truth, truth_quads = _truth_by_quad(bits[c], (h, w), big_w, device)
-        same = high[c][uniform[c]]
-        hist_all[c, 1:] += torch.bincount(same, quad_area[uniform[c]], n_bins).long()
-        hist_true[c, 1:] += torch.bincount(same, truth_quads[uniform[c]], n_bins).long()
-        for qi, qj, a, b in tiles.by_shape(*torch.nonzero(mixed[c], as_tuple=True)):
-            bins = tiles.bins(c, qi, qj, a, b, n_bins)  # (n, a, b)
-            hist_all[c] += torch.bincount(bins.flatten() + 1, minlength=n_bins + 1)
-            touched = truth_quads[qi, qj] > 0
-            if truth is not None and bool(touched.any()):
-                inside = tiles.truth(truth, qi[touched], qj[touched], a, b)
-                hist_true[c] += torch.bincount(bins[touched][inside] + 1, minlength=n_bins + 1)
+    truth_quads = torch.stack([_truth_by_quad(plane, (h, w), big_w, device) for plane in bits])
+    c, i, j = torch.nonzero(hot & (low == high), as_tuple=True)
+    flat = c * stride + high[c, i, j] + 1
+    hist_all = torch.bincount(flat, quad_area[i, j], n_classes * stride).long()
+    hist_true = torch.bincount(flat, truth_quads[c, i, j], n_classes * stride).long()
+    for c, i, j, a, b in tiles.by_shape(*torch.nonzero(hot & (low != high), as_tuple=True)):
+        flat = tiles.bins(c, i, j, a, b, n_bins) + 1 + (c * stride)[:, None, None]  # (n, a, b)
+        hist_all += torch.bincount(flat.flatten(), minlength=n_classes * stride)
+        touched = truth_quads[c, i, j] > 0
+        if bool(touched.any()):
+            inside = tiles.truth(bits, c[touched], i[touched], j[touched], a, b)
+            hist_true += torch.bincount(flat[touched][inside], minlength=n_classes * stride)
+    hist_all, hist_true = hist_all.view(n_classes, stride), hist_true.view(n_classes, stride)
     hist_all[:, :2] = 0
     hist_true[:, :2] = 0
     return hist_all[:, 1:].cpu(), hist_true[:, 1:].cpu()
 
 
-def _truth_by_quad(plane: np.ndarray, low_size: tuple[int, int], width: int, device):
-    """A class's packed (H, W/8) truth: (its tight box, the unpacked crop as a tensor) or None where empty, and its
-    pixel count per quad, (h, w) float64 (bincount's weights)."""
+def _truth_by_quad(plane: np.ndarray, low_size: tuple[int, int], width: int, device) -> torch.Tensor:
+    """A class's packed (H, W/8) truth -> its pixel count per quad, (h, w) float64 (bincount's weights)."""
     out = torch.zeros(low_size, dtype=torch.float64, device=device)
     rows = np.flatnonzero(plane.any(1))
     if len(rows) == 0:
-        return None, out
+        return out
     cols = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(plane, axis=0))[:width])
     box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-    crop = unpack_box(plane, box)
-    sums, groups_read = crop.astype(np.int64), []
+    sums, groups_read = unpack_box(plane, box).astype(np.int64), []
     for axis, (start, n_in, n_out) in enumerate(((box[0], low_size[0], plane.shape[0]),
                                                   (box[2], low_size[1], width))):
         groups = axis_table(n_in, n_out)[0][start:start + sums.shape[axis]]
@@ -355,56 +355,60 @@ def _truth_by_quad(plane: np.ndarray, low_size: tuple[int, int], width: int, dev
         sums = np.add.reduceat(sums, first, axis=axis)
         groups_read.append(torch.from_numpy(groups[first]).to(device))
     out[groups_read[0][:, None], groups_read[1][None, :]] = torch.from_numpy(sums).double().to(device)
-    return (box, torch.from_numpy(crop).to(device)), out
+    return out
 
 
 class _QuadTiles:
-    """The full-size pixels of chosen quads of one shape as (n, a, b) tiles, valued as upsample_box values them."""
+    """The full-size pixels of chosen quads (class c, row i, column j) of one shape as (n, a, b) tiles, valued as
+    upsample_box values them."""
 
     def __init__(self, p: torch.Tensor, size: tuple[int, int], channels_last: bool):
         self.p, self.channels_last = p, channels_last
         (h, w), device = p.shape[-2:], p.device
         self.rows, self.cols = _line_groups(h, size[0], device), _line_groups(w, size[1], device)
-        self.tables = (_device_table(h, size[0], device), _device_table(w, size[1], device))
+        self.weights = tuple(_device_table(n, big, device)[2:] for n, big in ((h, size[0]), (w, size[1])))
 
-    def by_shape(self, qi: torch.Tensor, qj: torch.Tensor):
-        """The quads (qi, qj) grouped by their shape (a, b): interior quads share one, border quads differ."""
-        if len(qi) == 0:
+    def by_shape(self, c: torch.Tensor, i: torch.Tensor, j: torch.Tensor):
+        """The quads grouped by their shape (a, b) (interior quads share one, border quads differ), in chunks of
+        about TILE_PIXELS pixels: their temporaries stay in the CPU's cache."""
+        if len(c) == 0:
             return
-        a, b = self.rows[1][qi], self.cols[1][qj]
-        key = a * (int(self.cols[1].max()) + 1) + b
+        wide = int(self.cols[1].max()) + 1
+        key = self.rows[1][i] * wide + self.cols[1][j]
         for k in torch.unique(key).tolist():
-            rows, cols = divmod(k, int(self.cols[1].max()) + 1)
-            if rows and cols:
-                chosen = key == k
-                yield qi[chosen], qj[chosen], rows, cols
+            a, b = divmod(k, wide)
+            if a and b:
+                chosen = torch.nonzero(key == k).flatten()
+                step = max(1, TILE_PIXELS // (a * b))
+                for start in range(0, len(chosen), step):
+                    part = chosen[start:start + step]
+                    yield c[part], i[part], j[part], a, b
 
-    def _lines(self, qi, qj, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lines(self, i, j, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         steps = torch.arange(max(a, b), device=self.p.device)
-        return self.rows[0][qi][:, None] + steps[:a], self.cols[0][qj][:, None] + steps[:b]
+        return self.rows[0][i][:, None] + steps[:a], self.cols[0][j][:, None] + steps[:b]
 
-    def bins(self, c: int, qi, qj, a: int, b: int, n_bins: int) -> torch.Tensor:
-        r, k = self._lines(qi, qj, a, b)
-        _, _, rw0, rw1 = (t[r][:, :, None] for t in self.tables[0])
-        _, _, cw0, cw1 = (t[k][:, None, :] for t in self.tables[1])
-        pc, (h, w) = self.p[c], self.p.shape[-2:]
-        i2, j2 = (qi + 1).clamp(max=h - 1), (qj + 1).clamp(max=w - 1)
-        x00, x01 = pc[qi, qj][:, None, None], pc[qi, j2][:, None, None]
-        x10, x11 = pc[i2, qj][:, None, None], pc[i2, j2][:, None, None]
-        if self.channels_last:  # _channels_last_box's sums, per pixel
+    def bins(self, c, i, j, a: int, b: int, n_bins: int) -> torch.Tensor:
+        r, k = self._lines(i, j, a, b)
+        rw0, rw1 = (t[r][:, :, None] for t in self.weights[0])
+        cw0, cw1 = (t[k][:, None, :] for t in self.weights[1])
+        n_classes, (h, w) = self.p.shape[0], self.p.shape[-2:]
+        i2, j2 = (i + 1).clamp(max=h - 1), (j + 1).clamp(max=w - 1)
+        x00, x01 = self.p[c, i, j][:, None, None], self.p[c, i, j2][:, None, None]
+        x10, x11 = self.p[c, i2, j][:, None, None], self.p[c, i2, j2][:, None, None]
+        if self.channels_last:  # _channels_last_box's sums, per pixel: the order depends on the class
             w00, w01, w10, w11 = rw0 * cw0, rw0 * cw1, rw1 * cw0, rw1 * cw1
-            if c < self.p.shape[0] - self.p.shape[0] % _vector_width():
-                values = _fma(x00, w00, _fma(x01, w01, _fma(x11, w11, x10 * w10)))
-            else:
-                values = _fma(x11, w11, _fma(x10, w10, _fma(x00, w00, x01 * w01)))
+            vector = (c < n_classes - n_classes % _vector_width())[:, None, None]
+            values = torch.where(vector, _fma(x00, w00, _fma(x01, w01, _fma(x11, w11, x10 * w10))),
+                                 _fma(x11, w11, _fma(x10, w10, _fma(x00, w00, x01 * w01))))
         else:  # upsample_box's: along the width first, then the height
             values = _fma(_fma(x00, cw0, x01 * cw1), rw0, _fma(x10, cw0, x11 * cw1) * rw1)
         return value_bins(values, n_bins)
 
-    def truth(self, truth, qi, qj, a: int, b: int) -> torch.Tensor:
-        """(n, a, b) bool: the tiles' pixels in one class's truth, given as (box, crop)."""
-        (r0, r1, c0, c1), crop = truth
-        r, k = self._lines(qi, qj, a, b)
-        inside = ((r >= r0) & (r < r1))[:, :, None] & ((k >= c0) & (k < c1))[:, None, :]
-        ri, ki = (r - r0).clamp_(0, r1 - r0 - 1), (k - c0).clamp_(0, c1 - c0 - 1)
-        return crop[ri[:, :, None], ki[:, None, :]] & inside
+    def truth(self, bits: np.ndarray, c, i, j, a: int, b: int) -> torch.Tensor:
+        """(n, a, b) bool: the tiles' pixels in their class's truth, read from the packed (C, H, W/8) bits
+        (numpy's big-endian bit order; gathered by numpy: the cache's read-only pages are not copied)."""
+        r, k = (x.cpu().numpy() for x in self._lines(i, j, a, b))
+        byte = bits[c.cpu().numpy()[:, None, None], r[:, :, None], (k // 8)[:, None, :]]
+        inside = (byte >> (7 - k % 8).astype(np.uint8)[:, None, :]) & 1
+        return torch.from_numpy(inside.view(bool)).to(self.p.device)

@@ -75,7 +75,9 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.runtime.autocast():
             logits = self.model(x)
-        return self.activation(logits)
+        # in the standard layout: full-size crops of a channels-last map go through the mirror of aten's
+        # channels-last kernel (trainer/fullsize.py), which costs twice the separable one
+        return self.activation(logits).contiguous()
 
     def _sliding(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
