@@ -12,11 +12,15 @@ import pytest
 import yaml
 
 from analysis.compare import write_comparison
-from analysis.multiclass import image_iou, label_confusion, row_normalised
+from analysis.multiclass import analyze_fold_multiclass, image_iou, label_confusion, row_normalised
+from data.coco import read_coco
+from data.pipeline import prepare_fold
+from data.pseudo_coco import write_pseudo_coco
 from data.synthetic_coco import generate
 from tests.browser import open_page
 from tests.conftest import ROOT
 from tests.test_coco_task import DEMO, fit, run, trash_overrides
+from trainer.inference import load_member
 from trainer.kfold import train_folds
 from trainer.runtime import setup_runtime
 from utils.config import load_config, to_dict
@@ -41,7 +45,7 @@ def test_confusion_matrix_by_hand():
 def trash_config(tmp_path_factory):
     """A one-epoch config on a tiny trash set; extra overrides on top."""
     tmp = tmp_path_factory.mktemp("mcdata")
-    root = generate(tmp / "ds", train=10, test=1, size=64, seed=3, progress=False)
+    root = generate(tmp / "ds", train=10, test=2, size=64, seed=3, progress=False)
 
     def make(*extra: str):
         return load_config(DEMO, trash_overrides(root, tmp / "cache") + [
@@ -142,3 +146,24 @@ def test_tracking_logs_multiclass_overlays(trash_run):
     events = EventAccumulator(str(trash_run), size_guidance={"images": 0}).Reload()
     tags = events.Tags()["images"]
     assert tags and all(len(events.Images(t)) == 1 and events.Images(t)[0].width > 0 for t in tags)
+
+
+def test_cleansing_leaves_out_pseudo_labelled_images(trash_config, trash_run, tmp_path):
+    """Pseudo-labels are the model's own predictions, not label errors: with every training image asked for, the
+    cleansing candidates are exactly the fold's hand-labelled training images, each once."""
+    plain = trash_config()
+    root, classes = plain.data.root, plain.task.classes
+    test = read_coco(f"{root}/test.json", root, classes, labelled=False).samples
+    everything_paper = np.full((64, 64), classes.index("Paper"), np.uint8)  # far from any prediction
+    write_pseudo_coco([(s, everything_paper, 1.0) for s in test], tmp_path / "pseudo.json", classes, 0.5, {})
+    cfg = trash_config(f"data.pseudo_roots=[{tmp_path / 'pseudo.json'}]")
+    runtime = setup_runtime(cfg.trainer)
+    data = prepare_fold(cfg, runtime, progress=False)
+    pseudo = {data.cache.keys[i] for i in data.train_indices if i >= data.n_labelled}
+    assert pseudo == {s.key for s in test}  # they do train
+    base = prepare_fold(plain, runtime, progress=False)
+    labelled = {base.cache.keys[i] for i in base.train_indices}
+    member = load_member(trash_run / "best.pt", cfg, runtime)
+    analysis = analyze_fold_multiclass(member, data, k_worst=1, cleansing=len(data.cache), progress=False)
+    keys = [key for _, key, _ in analysis.cleansing]
+    assert sorted(keys) == sorted(labelled) and not pseudo & set(keys)
