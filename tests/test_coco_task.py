@@ -210,3 +210,23 @@ def test_pseudo_label_cli_writes_a_trainable_coco_json(trash_root, tmp_path):
     fold = prepare_fold(cfg, setup_runtime(cfg.trainer), progress=False)
     assert len(fold.train_indices) == 13 + 3 and len(fold.val_indices) == 3
     assert fold.cache.keys[-3:] == [im["file_name"] for im in test["images"]]
+
+
+def test_gpu_intensity_augmentations_on_rgb_batches(trash_root, tmp_path):
+    """The configured GPU intensity augmentations on the trainer's own path for a multiclass batch: (B, 3, H, W)
+    photographs change (each channel), stay finite; the (B, H, W) label maps come back unchanged."""
+    from trainer.predictor import model_input
+
+    cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
+        "transforms.gpu=[{name: RandomBrightnessContrast, p: 1.0}, {name: RandomGamma, gamma_limit: [60, 140], "
+        "p: 1.0}, {name: CLAHE, clip_limit: 4.0, tile_grid_size: [4, 4], p: 1.0}]", "trainer.channels_last=false"])
+    trainer = Trainer(cfg, tmp_path / "run", setup_runtime(cfg.trainer), progress=False)
+    batch = next(iter(trainer.train_loader))
+    assert batch["image"].shape[1] == 3 and batch["labels"].ndim == 3
+    torch.manual_seed(0)
+    x, labels = trainer._to_device(batch)
+    plain, _ = model_input(batch["image"], cfg.data.mean, cfg.data.std)
+    assert x.shape == plain.shape and torch.isfinite(x).all()
+    assert labels.dtype == torch.long and torch.equal(labels, batch["labels"].long())
+    changed = (x - plain).abs().amax(dim=(2, 3)) > 1e-3  # (B, 3): every image, every channel
+    assert changed.all(), changed
