@@ -230,3 +230,24 @@ def test_gpu_intensity_augmentations_on_rgb_batches(trash_root, tmp_path):
     assert labels.dtype == torch.long and torch.equal(labels, batch["labels"].long())
     changed = (x - plain).abs().amax(dim=(2, 3)) > 1e-3  # (B, 3): every image, every channel
     assert changed.all(), changed
+
+
+def test_gpu_clahe_on_rgb_equalizes_lightness_only():
+    """As albumentations does for RGB: CLAHE on the L of LAB, the colour (a, b) kept; p=0 is the identity."""
+    from kornia.color import rgb_to_lab
+
+    from transforms.gpu import build_gpu_transforms
+
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    base = 0.3 + 0.2 * torch.stack([xx, yy, (xx + yy) / 2])  # a dim, smooth colour image: CLAHE brightens it
+    image = (base + 0.03 * torch.rand(2, 3, 64, 64)).clamp(0, 1)
+    mask = torch.zeros(2, 1, 64, 64)
+    spec = {"name": "CLAHE", "clip_limit": [4.0, 4.0], "tile_grid_size": [4, 4], "p": 1.0}
+    out, out_mask = build_gpu_transforms([spec], "k")(image, mask)
+    before, after = rgb_to_lab(image), rgb_to_lab(out)
+    assert torch.equal(out_mask, mask) and torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert (after[:, 0] - before[:, 0]).abs().mean() > 5  # lightness equalized
+    assert (after[:, 1:] - before[:, 1:]).abs().mean() < 0.5  # colour kept (per-channel CLAHE moves it by ~5)
+    same, _ = build_gpu_transforms([{**spec, "p": 0.0}], "k")(image, mask)
+    assert torch.equal(same, image)
