@@ -7,7 +7,7 @@ from pathlib import Path
 from analysis.evaluate import analyze_fold
 from analysis.multiclass import analyze_fold_multiclass
 from analysis.report import write_report
-from analysis.report_multiclass import best_record, write_report_multiclass
+from analysis.report_multiclass import write_report_multiclass
 from analysis.run import open_run
 from data.pipeline import prepare_fold
 from trainer.checkpoint import load_checkpoint
@@ -39,7 +39,7 @@ def analyze_run(run_dir: str, checkpoint: str | None = None, data_root: str | No
 def _analyze_multiclass(run, member, data, path: Path, own_checkpoint: bool, k_worst: int, cleansing: int,
                         progress: bool) -> Path:
     analysis = analyze_fold_multiclass(member, data, k_worst, cleansing, progress)
-    recomputed, best = analysis.scores()[0], best_record(run, "miou")
+    recomputed, best = analysis.scores()[0], run.best
     if own_checkpoint and best is not None and abs(recomputed - best["val_miou"]) > MISMATCH:
         print(f"warning: {path}: recomputed validation mIoU {recomputed:.4f} differs from the best in metrics.jsonl "
               f"({best['val_miou']:.4f}): is {run.cfg.data.root} the run's data?", file=sys.stderr)

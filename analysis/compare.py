@@ -1,6 +1,7 @@
-"""analyze.py --compare: one table of several runs (best validation Dice, per class, epochs, time) with the config
-keys on which they differ as columns, written as markdown, CSV and HTML: the ablation table. A k-fold run folder
-(with folds.json) gives one row per fold and a mean ± std row."""
+"""analyze.py --compare: one table of several runs (best validation score in the task's metric - Dice for a
+multilabel run, mIoU for a multiclass one - per class, epochs, time) with the config keys on which they differ as
+columns, written as markdown, CSV and HTML: the ablation table. A k-fold run folder (with folds.json) gives one row
+per fold and a mean ± std row. Runs of different task modes score different metrics and are not compared."""
 from __future__ import annotations
 
 import csv
@@ -29,17 +30,19 @@ def _flat(node, prefix: str = "") -> dict[str, str]:
 
 def _run_row(folder: Path, label: str) -> dict:
     run = open_run(folder)
-    best = run.best
+    best, key = run.best, run.score_key
     if best is None:
-        raise UserError(f"{folder / 'metrics.jsonl'}: no validated epoch to compare")
-    return {"run": label, "val_dice": best["val_dice"], "per_class": best.get("val_dice_per_class", {}),
-            "epochs": len(run.epochs), "best_epoch": best["epoch"],
+        raise UserError(f"{folder / 'metrics.jsonl'}: no validated epoch to compare (no {key})")
+    return {"run": label, "folder": folder, "mode": run.mode, "score": best[key],
+            "per_class": best.get(f"{key}_per_class", {}), "epochs": len(run.epochs), "best_epoch": best["epoch"],
             "minutes": sum(r.get("seconds") or 0 for r in run.records) / 60,
             "config": {k: v for k, v in _flat(to_dict(run.cfg)).items() if not k.startswith(IGNORED_PREFIXES)}}
 
 
-def _mean_std(values: list[float], spec: str = ".4f") -> str:
-    return f"{statistics.fmean(values):{spec}} ± {statistics.pstdev(values):{spec}}"
+def _mean_std(values: list, spec: str = ".4f") -> str:
+    """Over the folds that have a value (a multiclass class absent from a fold's maps has None)."""
+    values = [v for v in values if v is not None]
+    return f"{statistics.fmean(values):{spec}} ± {statistics.pstdev(values):{spec}}" if values else ""
 
 
 def collect_rows(folders: list[str]) -> list[dict]:
@@ -52,28 +55,39 @@ def collect_rows(folders: list[str]) -> list[dict]:
                 raise UserError(f"{folder / 'folds.json'}: no fold<k>/metrics.jsonl beside it")
             fold_rows = [_run_row(p, f"{folder.name}/{p.name}") for p in folds]
             classes = list(fold_rows[0]["per_class"])
-            mean = {"run": f"{folder.name} (mean ± std)", "val_dice": _mean_std([r["val_dice"] for r in fold_rows]),
-                    "per_class": {c: _mean_std([r["per_class"].get(c, float("nan")) for r in fold_rows])
-                                  for c in classes},
+            mean = {"run": f"{folder.name} (mean ± std)", "folder": folder, "mode": fold_rows[0]["mode"],
+                    "score": _mean_std([r["score"] for r in fold_rows]),
+                    "per_class": {c: _mean_std([r["per_class"].get(c) for r in fold_rows]) for c in classes},
                     "epochs": _mean_std([r["epochs"] for r in fold_rows], ".1f"),
                     "best_epoch": "", "minutes": sum(r["minutes"] for r in fold_rows),
                     "config": {k: v for k, v in fold_rows[0]["config"].items() if k != "data.fold"}}
             rows += fold_rows + [mean]
         else:
             rows.append(_run_row(folder, folder.name))
+    _check_one_mode(rows)
     return rows
+
+
+def _check_one_mode(rows: list[dict]) -> None:
+    first = rows[0]
+    for row in rows[1:]:
+        if row["mode"].name != first["mode"].name:
+            raise UserError(f"{first['folder']} is a {first['mode'].name} run ({first['mode'].metric_title}) and "
+                            f"{row['folder']} a {row['mode'].name} run ({row['mode'].metric_title}): compare runs "
+                            "of one task mode")
 
 
 def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     keys = sorted({k for r in rows for k in r["config"]})
     differing = [k for k in keys if len({r["config"].get(k, "") for r in rows}) > 1]
     classes = list(dict.fromkeys(c for r in rows for c in r["per_class"]))
-    header = ["run", *differing, "best val Dice", "epochs", "best epoch", "minutes", *classes]
+    header = ["run", *differing, f"best val {rows[0]['mode'].metric_title}", "epochs", "best epoch", "minutes",
+              *classes]
 
     def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        return f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v)
 
-    body = [[r["run"], *[r["config"].get(k, "") for k in differing], fmt(r["val_dice"]), str(r["epochs"]),
+    body = [[r["run"], *[r["config"].get(k, "") for k in differing], fmt(r["score"]), str(r["epochs"]),
              str(r["best_epoch"]), f"{r['minutes']:.1f}", *[fmt(r["per_class"].get(c, "")) for c in classes]]
             for r in rows]
     return header, body

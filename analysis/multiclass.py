@@ -124,9 +124,9 @@ def analyze_fold_multiclass(member: ModelMember, data: FoldData, k_worst: int = 
 
 def _training_disagreement(member: ModelMember, data: FoldData, k: int, progress: bool) -> list:
     """Training images with the lowest mIoU against their own labels, at training resolution (label-error
-    candidates)."""
+    candidates; pseudo-labelled images are left out: their labels are the model's own)."""
     num_classes, worst = len(member.cfg.task.classes), _Worst(k)
-    indices = np.unique(data.train_indices).tolist()  # oversampling repeats images: each is scored once
+    indices = data.labelled_train_indices().tolist()
     for batch in tqdm(_loader(member, data, indices), desc="score training images",
                       disable=not progress):
         for p, index in zip(member.predictor(batch["image"]), batch["index"].tolist()):

@@ -17,11 +17,6 @@ from analysis.run import Run
 from utils.files import write_text_atomic
 
 
-def best_record(run: Run, metric: str) -> dict | None:
-    scored = [r for r in run.records if r.get(f"val_{metric}") is not None]
-    return max(scored, key=lambda r: r[f"val_{metric}"]) if scored else None
-
-
 def learning_curves(epochs: list[dict], path: Path) -> str:
     fig, axes = figures.curves_figure(epochs)
     for key, label in (("val_miou", "validation mIoU"), ("val_pixel_accuracy", "pixel accuracy")):
@@ -90,7 +85,7 @@ def write_report_multiclass(run: Run, a: MulticlassAnalysis, checkpoint: Path, o
     ranked = np.array([np.inf if v is None or np.isnan(v) else v for v in iou])
     order = np.argsort(ranked, kind="stable")  # worst first; classes in neither map last
     normalised = row_normalised(a.counts)
-    best = best_record(run, "miou")
+    best = run.best
     b = a.boundary
     boundary_png = figures.boundary(b.near_share(), b.mean_distance(), b.percentile_distance(95), a.classes,
                                     BOUNDARY_NEAR, out / "boundary.png")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from trainer.modes import build_mode
 from utils.config import Config, from_dict
 from utils.errors import UserError
 
@@ -23,10 +24,20 @@ class Run:
         return [r for r in self.records if not r.get("swa")]
 
     @property
+    def mode(self):
+        """The task mode (trainer.modes): its metric names the records' score keys, as the trainer wrote them."""
+        return build_mode(self.cfg.task.mode)
+
+    @property
+    def score_key(self) -> str:
+        return f"val_{self.mode.metric}"  # val_dice (multilabel) or val_miou (multiclass)
+
+    @property
     def best(self) -> dict | None:
-        """The record with the best validation Dice (the one best.pt holds)."""
-        scored = [r for r in self.records if r.get("val_dice") is not None]
-        return max(scored, key=lambda r: r["val_dice"]) if scored else None
+        """The record with the best validation score of the task's metric (the one best.pt holds)."""
+        key = self.score_key
+        scored = [r for r in self.records if r.get(key) is not None]
+        return max(scored, key=lambda r: r[key]) if scored else None
 
 
 def read_metrics(folder: Path) -> list[dict]:

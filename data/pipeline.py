@@ -20,6 +20,12 @@ class FoldData:
     train_indices: np.ndarray  # with repeats when data.oversample is set
     val_indices: np.ndarray
     meta: dict
+    n_labelled: int  # cache indices from here on are pseudo-labelled images (data.pseudo_roots), whatever the format
+
+    def labelled_train_indices(self) -> np.ndarray:
+        """The training images with their own labels, each once: oversampling repeats and pseudo-labels left out
+        (what data cleansing may question)."""
+        return np.unique(self.train_indices[self.train_indices < self.n_labelled])
 
 
 def ensure_dataset(cfg: DataConfig, progress: bool = True, fmt=None) -> Path:
@@ -38,7 +44,8 @@ def prepare_fold(cfg: Config, runtime, progress: bool = True) -> FoldData:
     samples, train_idx, val_idx, read_warnings = fmt.fold(d, cfg.trainer.seed)
     val_samples = [samples[i] for i in val_idx]
     pseudo = [s for source in d.pseudo_roots for s in fmt.pseudo_samples(d, source)]
-    train_idx = np.concatenate([train_idx, np.arange(len(samples), len(samples) + len(pseudo))]).astype(np.int64)
+    n_labelled = len(samples)
+    train_idx = np.concatenate([train_idx, np.arange(n_labelled, n_labelled + len(pseudo))]).astype(np.int64)
     samples = samples + pseudo  # after the split: pseudo-labelled images only ever train
 
     def open_all():
@@ -63,7 +70,7 @@ def prepare_fold(cfg: Config, runtime, progress: bool = True) -> FoldData:
     if d.oversample is not None:
         train_idx = _oversample(cfg, cache, train_idx, runtime.is_main)
     return FoldData(cache=cache, truth=truth, truth_index=truth_index, train_indices=train_idx, val_indices=val_idx,
-                    meta=fmt.meta(d.root))
+                    meta=fmt.meta(d.root), n_labelled=n_labelled)
 
 
 def _oversample(cfg: Config, cache: SampleCache, train_idx: np.ndarray, verbose: bool) -> np.ndarray:

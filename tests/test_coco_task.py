@@ -210,3 +210,44 @@ def test_pseudo_label_cli_writes_a_trainable_coco_json(trash_root, tmp_path):
     fold = prepare_fold(cfg, setup_runtime(cfg.trainer), progress=False)
     assert len(fold.train_indices) == 13 + 3 and len(fold.val_indices) == 3
     assert fold.cache.keys[-3:] == [im["file_name"] for im in test["images"]]
+
+
+def test_gpu_intensity_augmentations_on_rgb_batches(trash_root, tmp_path):
+    """The configured GPU intensity augmentations on the trainer's own path for a multiclass batch: (B, 3, H, W)
+    photographs change (each channel), stay finite; the (B, H, W) label maps come back unchanged."""
+    from trainer.predictor import model_input
+
+    cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
+        "transforms.gpu=[{name: RandomBrightnessContrast, p: 1.0}, {name: RandomGamma, gamma_limit: [60, 140], "
+        "p: 1.0}, {name: CLAHE, clip_limit: 4.0, tile_grid_size: [4, 4], p: 1.0}]", "trainer.channels_last=false"])
+    trainer = Trainer(cfg, tmp_path / "run", setup_runtime(cfg.trainer), progress=False)
+    batch = next(iter(trainer.train_loader))
+    assert batch["image"].shape[1] == 3 and batch["labels"].ndim == 3
+    torch.manual_seed(0)
+    x, labels = trainer._to_device(batch)
+    plain, _ = model_input(batch["image"], cfg.data.mean, cfg.data.std)
+    assert x.shape == plain.shape and torch.isfinite(x).all()
+    assert labels.dtype == torch.long and torch.equal(labels, batch["labels"].long())
+    changed = (x - plain).abs().amax(dim=(2, 3)) > 1e-3  # (B, 3): every image, every channel
+    assert changed.all(), changed
+
+
+def test_gpu_clahe_on_rgb_equalizes_lightness_only():
+    """As albumentations does for RGB: CLAHE on the L of LAB, the colour (a, b) kept; p=0 is the identity."""
+    from kornia.color import rgb_to_lab
+
+    from transforms.gpu import build_gpu_transforms
+
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    base = 0.3 + 0.2 * torch.stack([xx, yy, (xx + yy) / 2])  # a dim, smooth colour image: CLAHE brightens it
+    image = (base + 0.03 * torch.rand(2, 3, 64, 64)).clamp(0, 1)
+    mask = torch.zeros(2, 1, 64, 64)
+    spec = {"name": "CLAHE", "clip_limit": [4.0, 4.0], "tile_grid_size": [4, 4], "p": 1.0}
+    out, out_mask = build_gpu_transforms([spec], "k")(image, mask)
+    before, after = rgb_to_lab(image), rgb_to_lab(out)
+    assert torch.equal(out_mask, mask) and torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert (after[:, 0] - before[:, 0]).abs().mean() > 5  # lightness equalized
+    assert (after[:, 1:] - before[:, 1:]).abs().mean() < 0.5  # colour kept (per-channel CLAHE moves it by ~5)
+    same, _ = build_gpu_transforms([{**spec, "p": 0.0}], "k")(image, mask)
+    assert torch.equal(same, image)

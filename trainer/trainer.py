@@ -359,6 +359,9 @@ class Trainer:
         (of the training model, or of `model`, e.g. averaged weights)."""
         self.model.eval()
         self.predictor.model = (model or unwrap(self.model)).eval()
+        if self.runtime.distributed:  # BatchNorm statistics drift per rank after the last step: all score rank 0's
+            for buffer in self.predictor.model.buffers():  # (the model best.pt holds), as DDP's next forward would
+                torch.distributed.broadcast(buffer, 0)
         score = self.mode.new_score(len(self.classes), self.runtime.device)  # Dice or mIoU, by the task mode
         threshold = self.cfg.trainer.threshold
         for batch in tqdm(self.val_loader, desc="validate", disable=not self.progress, leave=False):

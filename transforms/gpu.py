@@ -1,7 +1,9 @@
 """GPU-side augmentation: applied by the trainer to whole batches already on the device.
 
-Image batch: float (B, 1, H, W) in [0, 1]; mask batch: float or uint8 (B, C, H, W) with 0/1 values
-(multi-label: a pixel may belong to several classes). Every op draws its random parameters per sample.
+Image batch: float (B, 1, H, W) in [0, 1], or (B, 3, H, W) for RGB photographs; mask batch: float or uint8
+(B, C, H, W) with 0/1 values (multi-label: a pixel may belong to several classes), or a multiclass label map as
+one (B, 1, H, W) plane of class indices (nearest resampling keeps them whole). Every op draws its random
+parameters per sample.
 
 - Geometric ops (flips, rotation, affine) run through ``kornia.augmentation.AugmentationSequential``
   with data_keys ["input", "mask"]: the mask gets the *same* parameters as the image and is resampled
@@ -23,6 +25,7 @@ from typing import Any
 
 import kornia.augmentation as K
 import torch
+from kornia.color import lab_to_rgb, rgb_to_lab
 
 from transforms.cpu import check_spec_list, one_line_error, split_spec
 from utils.errors import ConfigError
@@ -153,7 +156,16 @@ class _Clahe:
         self.aug = K.RandomClahe(clip_limit=clip, grid_size=grid, p=_prob(p))
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.aug(image), mask  # RandomClahe clamps selected samples to [0, 1] itself
+        if image.shape[1] != 3:
+            return self.aug(image), mask  # RandomClahe clamps selected samples to [0, 1] itself
+        # RGB: kornia would equalize each channel on its own and shift the colours; albumentations equalizes the
+        # lightness of LAB only, and so does this
+        lab = rgb_to_lab(image.clamp(0.0, 1.0))
+        lightness = lab[:, :1] / 100.0
+        equalized = self.aug(lightness)
+        picked = (equalized != lightness).flatten(1).any(1).view(-1, 1, 1, 1)  # the samples its coin chose
+        rgb = lab_to_rgb(torch.cat([equalized * 100.0, lab[:, 1:]], 1)).clamp_(0.0, 1.0)
+        return torch.where(picked, rgb, image), mask
 
     def __repr__(self) -> str:
         return repr(self.aug)
@@ -223,7 +235,7 @@ class GpuAugment:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.ndim != 4 or mask.ndim != 4:
-            raise ValueError(f"expected image (B, 1, H, W) and mask (B, C, H, W), got {tuple(image.shape)} "
+            raise ValueError(f"expected image (B, C, H, W) and mask (B, C, H, W), got {tuple(image.shape)} "
                              f"and {tuple(mask.shape)}")
         if image.shape[0] != mask.shape[0] or image.shape[-2:] != mask.shape[-2:]:
             raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in batch or spatial size")
