@@ -21,7 +21,6 @@ from tqdm import tqdm
 from analysis.measures import BoundaryStats, BoxMask, confusion_counts_boxes, truth_boxes
 from analysis.overlay import overlay_row, shrink
 from data.dataset import ImageDataset
-from data.handbone import scan_split
 from data.pipeline import FoldData
 from trainer.fullsize import FullSizeProbs, bits_count, one_thread, unpack_box
 from trainer.inference import ModelMember
@@ -208,8 +207,7 @@ def analyze_fold(member: ModelMember, data: FoldData, runtime, k_worst: int = 6,
 def _training_disagreement(member: ModelMember, data: FoldData, workers: _Workers, k: int, progress: bool) -> list:
     """Training images with the lowest Dice against their own labels, at training resolution: candidates for
     label errors (pseudo-labelled images are left out)."""
-    n_labelled = len(scan_split(member.cfg.data.root, "train"))
-    indices = [int(i) for i in data.train_indices if i < n_labelled]
+    indices = data.labelled_train_indices().tolist()
     threshold, worst = member.cfg.trainer.threshold, _Worst(k)
 
     def score(p, index):
