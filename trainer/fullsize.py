@@ -3,8 +3,10 @@
 Bilinear upsampling (align_corners=False) makes every full-size pixel a convex combination of at most 2x2
 model-resolution cells, so `p > t` can only hold next to a cell above t. Per class, the cells above t (less a
 rounding margin) give a box of full-size rows and columns; only that box is computed, and everything outside is
-known to be <= t without being allocated. Masks, Dice counts, threshold histograms, confidences and RLE text all
-come from the boxes (FullSizeProbs), for validation, inference, ensembles, pseudo-labels and threshold tuning.
+known to be <= t without being allocated. Masks, Dice counts, confidences and RLE text all come from the boxes
+(FullSizeProbs), for validation, inference, ensembles, pseudo-labels and threshold tuning. Histograms over many
+thresholds (threshold tuning, the analysis report) go one step further: the same convexity bounds each 2x2 quad
+of cells, and only the quads that straddle a bin edge have their pixels computed (bin_counts).
 
 Exactness: inside a box the values are F.interpolate's bit for bit on the CPU. Why this is hand-written: no
 torch op interpolates a sub-window of the full-size grid (F.interpolate of a crop has other coordinates), so
