@@ -88,16 +88,29 @@ def image_dice(preds: list[BoxMask], bits: np.ndarray) -> np.ndarray:
 
 def display_masks(preds: list[BoxMask], bits: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, ...]:
     """(truth, prediction) as analysis.overlay.shrink(full mask, OVERLAY_SIDE) gives them, without full masks."""
-    step = max(1, -(-max(size) // OVERLAY_SIDE))
-    truth = np.unpackbits(bits[:, ::step], axis=2)[:, :, :size[1]:step].view(bool)
-    pred = np.zeros_like(truth)
+    return _display_truth(bits, size), display_prediction(preds, size)
+
+
+def _display_step(size: tuple[int, int]) -> int:
+    return max(1, -(-max(size) // OVERLAY_SIDE))
+
+
+def _display_truth(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    step = _display_step(size)
+    return np.unpackbits(bits[:, ::step], axis=2)[:, :, :size[1]:step].view(bool)
+
+
+def display_prediction(preds: list[BoxMask], size: tuple[int, int]) -> np.ndarray:
+    """The predicted masks at display size: what an image keeps for its overlay (a few MB, not its crops)."""
+    step = _display_step(size)
+    pred = np.zeros((len(preds), -(-size[0] // step), -(-size[1] // step)), dtype=bool)
     for c, item in enumerate(preds):
         if item is not None:
             (r0, _, c0, _), mask = item
             rs, cs = -(-r0 // step), -(-c0 // step)  # the first kept row / column at or after the box's start
             part = mask[rs * step - r0::step, cs * step - c0::step]
             pred[c, rs:rs + part.shape[0], cs:cs + part.shape[1]] = part
-    return truth, pred
+    return pred
 
 
 def _loader(member: ModelMember, data: FoldData, indices) -> DataLoader:
@@ -106,10 +119,10 @@ def _loader(member: ModelMember, data: FoldData, indices) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.data.val_batch_size, num_workers=cfg.data.num_workers)
 
 
-def _overlay(image: np.ndarray, preds: list[BoxMask], bits: np.ndarray) -> np.ndarray:
-    """Drawn from display-size masks built from the boxes (only for images that enter a worst list)."""
-    truth, pred = display_masks(preds, bits, image.shape)
-    return overlay_row(shrink(np.asarray(image), OVERLAY_SIDE), truth, pred, max_side=OVERLAY_SIDE)
+def _overlay(image: np.ndarray, shown: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """Drawn from display-size masks (only for images that enter a worst list); `shown`: display_prediction's."""
+    truth = _display_truth(bits, image.shape)
+    return overlay_row(shrink(np.asarray(image), OVERLAY_SIDE), truth, shown, max_side=OVERLAY_SIDE)
 
 
 @dataclass
@@ -118,7 +131,7 @@ class _ImageMeasures:
     threshold_dice: torch.Tensor
     confusion: np.ndarray
     boundary: BoundaryStats
-    preds: list[BoxMask]
+    shown: np.ndarray  # display_prediction
 
 
 def _measure(p: torch.Tensor, bits: np.ndarray, size: tuple[int, int], threshold: float) -> _ImageMeasures:
@@ -129,7 +142,7 @@ def _measure(p: torch.Tensor, bits: np.ndarray, size: tuple[int, int], threshold
     boundary = BoundaryStats(len(preds))
     boundary.update_boxes(preds, bits, truths)
     return _ImageMeasures(image_dice(preds, bits), per_threshold_dice_boxes(full, bits),
-                          confusion_counts_boxes(preds, bits, truths), boundary, preds)
+                          confusion_counts_boxes(preds, bits, truths), boundary, display_prediction(preds, size))
 
 
 class _Workers:
@@ -193,9 +206,9 @@ def analyze_fold(member: ModelMember, data: FoldData, runtime, k_worst: int = 6,
                 truth_pixels += bits_count(b)
                 out.keys.append(data.truth.keys[t])
                 out.dice.append(m.dice)
-                scored.append((float(m.dice.mean()), data.truth.keys[t], (t, m.preds, b)))
+                scored.append((float(m.dice.mean()), data.truth.keys[t], (t, m.shown, b)))
             _add_overlays(workers, worst, scored,
-                          lambda t, preds, b: _overlay(data.truth.image(t), preds, b))
+                          lambda t, shown, b: _overlay(data.truth.image(t), shown, b))
         out.threshold_dice = (threshold_sums / len(out.dice)).numpy()
         out.confusion = confusion / np.maximum(truth_pixels, 1)[:, None]
         out.worst = worst.sorted()
@@ -213,7 +226,8 @@ def _training_disagreement(member: ModelMember, data: FoldData, workers: _Worker
     def score(p, index):
         image, bits = data.cache.image(index), data.cache.mask_bits(index)
         preds = predicted_masks(FullSizeProbs([(p, 1.0)], image.shape), threshold)
-        return float(image_dice(preds, bits).mean()), data.cache.keys[index], (image, preds, bits)
+        shown = display_prediction(preds, image.shape)
+        return float(image_dice(preds, bits).mean()), data.cache.keys[index], (image, shown, bits)
 
     for batch in tqdm(_loader(member, data, indices), desc="score training images", disable=not progress):
         scored = workers.map(score, member.predictor(batch["image"]), batch["index"].tolist())

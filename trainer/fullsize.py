@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TILE_PIXELS = 1 << 16  # bin_counts computes this many pixels at a time
+TILE_PIXELS = 1 << 18  # bin_counts computes this many pixels at a time
 MARGIN = 1e-5  # cells above t - MARGIN count as hot: covers float rounding of weights that sum to 1 + ulp
 
 
