@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+MIN_QUAD_SCALE = 3  # bin_counts pays from this upsampling factor on (2x: slower than binning every pixel)
 TILE_PIXELS = 1 << 18  # bin_counts computes this many pixels at a time
 MARGIN = 1e-5  # cells above t - MARGIN count as hot: covers float rounding of weights that sum to 1 + ulp
 
@@ -304,13 +305,14 @@ def bin_counts(probs: FullSizeProbs, bits: np.ndarray, n_bins: int) -> tuple[tor
     between the cells' minimum and maximum (a convex combination; MARGIN covers the rounding). A quad whose
     minimum and maximum fall in one bin puts all its pixels there: it is counted by its area and its truth pixels.
     A quad entirely in bins <= 0 is skipped. Only the other quads' pixels are computed, with upsample_box's
-    arithmetic (bit for bit), all classes at once. None where this does not apply (several members, a weight, no
-    upsampling on an axis, not float32): the caller bins the boxes' values then."""
+    arithmetic (bit for bit), all classes at once. None where this does not apply (several members, a weight, not
+    float32) or does not pay (upsampling by less than MIN_QUAD_SCALE: quads of a few pixels cost more than binning
+    the pixels, benchmarks/RESULTS.md): the caller bins the boxes' values then."""
     if len(probs.parts) != 1 or probs.total_weight != 1.0:
         return None
     p = probs.parts[0][0]
     (h, w), (big_h, big_w) = p.shape[-2:], probs.size
-    if h >= big_h or w >= big_w or p.dtype != torch.float32:
+    if big_h < MIN_QUAD_SCALE * h or big_w < MIN_QUAD_SCALE * w or p.dtype != torch.float32:
         return None
     device, n_classes, stride = p.device, p.shape[0], n_bins + 1
     tiles = _QuadTiles(p, probs.size, probs.kernels[0])
