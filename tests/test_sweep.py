@@ -186,8 +186,9 @@ def test_two_device_workers_run_each_grid_point_once_and_the_table_matches_the_r
 def interrupt_in_trial(args: list[str], trial_folder: Path, sig: int) -> int:
     """Start a worker, send it `sig` once `trial_folder` has its config.yaml (the trial's training started)."""
     log_path = trial_folder.parent.parent / f"worker-{sig}.log"  # kept for a failing test's reader
-    with open(log_path, "w") as log:
-        worker = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=log)
+    with open(log_path, "w") as log:  # SIGINT back to its default: a shell's background job (CI) ignores it,
+        worker = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=log,  # and so would Python
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 300
         while not (trial_folder / "config.yaml").is_file():
