@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ import numpy as np
 from data.handbone import ANNOTATION_DIR, IMAGE_DIR, Sample
 from trainer.fullsize import FullSizeProbs
 from utils.errors import UserError
+from utils.files import atomic_folder
 
 MANIFEST = "pseudo_labels.json"
 
@@ -140,8 +140,7 @@ def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str |
     out = check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = PseudoReport(out)
-    tmp = _make_tmp(out)
-    try:
+    with atomic_folder(out) as tmp:
         for sample, probs in predictions:
             if not isinstance(probs, FullSizeProbs):
                 probs = FullSizeProbs.of(probs)
@@ -164,32 +163,15 @@ def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str |
             if empty:
                 report.empty[sample.key] = empty
         if not report.kept:
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp)  # commits nothing
             return report
         manifest = {"classes": classes, "threshold": threshold, "min_confidence": min_confidence, **(info or {}),
                     "kept": report.kept, "skipped": report.skipped, "empty_classes": report.empty,
                     "confidence": report.confidences}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         check_out_dir(out)  # nothing appeared there meanwhile
-        if out.is_dir():
-            out.rmdir()
-        os.rename(tmp, out)
-        report.written = True
-        return report
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _make_tmp(out: Path) -> Path:
-    """An empty `DIR.tmp-XXXX` next to DIR (made with the umask's permissions, unlike tempfile.mkdtemp)."""
-    while True:
-        tmp = out.with_name(f"{out.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
+    report.written = True
+    return report
 
 
 def _to_numpy(masks) -> np.ndarray:

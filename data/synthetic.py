@@ -11,9 +11,6 @@ import argparse
 import datetime
 import io
 import json
-import shutil
-import sys
-import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -24,7 +21,9 @@ import openpyxl
 from openpyxl.writer.excel import ExcelWriter
 from tqdm import tqdm
 
+from utils.cli import run_main
 from utils.errors import UserError
+from utils.files import atomic_folder
 
 HAND_BONE_CLASSES: tuple[str, ...] = tuple(f"finger-{i}" for i in range(1, 20)) + (
     "Trapezium", "Trapezoid", "Capitate", "Hamate",
@@ -284,8 +283,7 @@ def generate(out, ids: int, test_ids: int, size: int = 2048, seed: int = 0, prog
     out = Path(out)
     _check_args(out, ids, test_ids, size, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         rng = np.random.default_rng(seed)
         n_ids = ids + test_ids
         image_seeds = rng.integers(0, 2**62, size=(n_ids, 2))
@@ -301,12 +299,6 @@ def generate(out, ids: int, test_ids: int, size: int = 2048, seed: int = 0, prog
                                 mirror=side == 1, labelled=split == "train")
                     bar.update()
         _write_meta(tmp / "meta_data.xlsx", n_ids, rng)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -318,14 +310,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=2048, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        root = generate(args.out, args.ids, args.test_ids, args.size, args.seed)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(root)
+    print(generate(args.out, args.ids, args.test_ids, args.size, args.seed))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from utils.cli import run_main
 from utils.errors import UserError
+from utils.files import atomic_folder
 
 TRASH_CATEGORIES: tuple[str, ...] = ("General trash", "Paper", "Paper pack", "Metal", "Glass", "Plastic",
                                      "Styrofoam", "Plastic bag", "Battery", "Clothing")
@@ -176,8 +176,7 @@ def generate(out, train: int = 60, test: int = 10, size: int = 512, seed: int = 
     out = Path(out)
     _check_args(out, train, test, size, seed, val_fraction)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         rng = np.random.default_rng(seed)
         train_images, test_images, annotations = [], [], []
         for i in range(train + test):
@@ -216,12 +215,6 @@ def generate(out, train: int = 60, test: int = 10, size: int = 512, seed: int = 
                            ("train.json", subset(all_ids - val_ids)), ("val.json", subset(val_ids)),
                            ("test.json", _coco(test_images, []))):
             (tmp / name).write_text(json.dumps(data, indent=1))
-        if out.exists():
-            out.rmdir()  # checked empty above
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -234,14 +227,9 @@ def main(argv=None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of train_all.json in val.json")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        root = generate(args.out, args.train, args.test, args.size, args.seed, args.val_fraction)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(root)
+    print(generate(args.out, args.train, args.test, args.size, args.seed, args.val_fraction))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yield an empty `OUT.tmp-XXXX` beside `out` (made with the umask's permissions, unlike tempfile.mkdtemp) to
+    fill; on success it replaces `out`, which must be missing or empty, and on any failure it is removed, so an
+    interrupted writer never leaves a complete-looking folder. A body that removes the folder commits nothing."""
+    while True:
+        tmp = out.with_name(f"{out.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir()
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        if tmp.exists():
+            if out.is_dir():
+                out.rmdir()
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
