@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from trainer.fullsize import unpack_box
+from trainer.fullsize import packed_box, unpack_box
 
 BOUNDARY_NEAR = 2.0  # pixels: a wrong pixel this close to the true boundary counts as a boundary error
 DIST_BIN = 0.5  # surface distances are histogrammed, rounded to half a pixel, up to DIST_MAX (last bin: the rest)
@@ -49,15 +49,7 @@ BoxMask = tuple[Box, np.ndarray] | None  # a class's predicted box and its mask 
 
 def truth_boxes(bits: np.ndarray, width: int) -> list[Box | None]:
     """Per class, the tight bounding box of the packed (C, H, W/8) truth (None where empty), read from the bits."""
-    out = []
-    for plane in bits:
-        rows = np.flatnonzero(plane.any(1))
-        if len(rows) == 0:
-            out.append(None)
-            continue
-        cols = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(plane, axis=0))[:width])
-        out.append((int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
-    return out
+    return [packed_box(plane, width) for plane in bits]
 
 
 def paste(item: BoxMask, region: Box) -> np.ndarray:

@@ -262,6 +262,16 @@ def bits_count(bits: np.ndarray) -> np.ndarray:
     return np.bitwise_count(bits).reshape(bits.shape[0], -1).sum(1, dtype=np.int64)
 
 
+def packed_box(plane: np.ndarray, width: int) -> tuple[int, int, int, int] | None:
+    """The tight bounding box (r0, r1, c0, c1) of one packed (H, W/8) mask of `width` columns, read from the bits
+    (None where empty)."""
+    rows = np.flatnonzero(plane.any(1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(plane, axis=0))[:width])
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def unpack_box(bits: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """(H, W/8) packed mask (numpy's big-endian bit order) -> the (r1 - r0, c1 - c0) bool crop of `box`."""
     r0, r1, c0, c1 = box
@@ -346,11 +356,9 @@ def bin_counts(probs: FullSizeProbs, bits: np.ndarray, n_bins: int) -> tuple[tor
 def _truth_by_quad(plane: np.ndarray, low_size: tuple[int, int], width: int, device) -> torch.Tensor:
     """A class's packed (H, W/8) truth -> its pixel count per quad, (h, w) float64 (bincount's weights)."""
     out = torch.zeros(low_size, dtype=torch.float64, device=device)
-    rows = np.flatnonzero(plane.any(1))
-    if len(rows) == 0:
+    box = packed_box(plane, width)
+    if box is None:
         return out
-    cols = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(plane, axis=0))[:width])
-    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
     sums, groups_read = unpack_box(plane, box).astype(np.int64), []
     for axis, (start, n_in, n_out) in enumerate(((box[0], low_size[0], plane.shape[0]),
                                                   (box[2], low_size[1], width))):

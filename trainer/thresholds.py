@@ -61,7 +61,7 @@ def per_threshold_dice_boxes(probs: FullSizeProbs, bits: np.ndarray) -> torch.Te
     with one_thread(probs.device):
         counts = bin_counts(probs, bits, BINS)
         if counts is not None:
-            above_all, above_true = (h.flip(1).cumsum(1).flip(1).double() for h in counts)
+            above_all, above_true = (_at_or_above(h).double() for h in counts)
         else:
             above_all = torch.zeros(c, BINS, dtype=torch.float64)
             above_true = torch.zeros(c, BINS, dtype=torch.float64)
@@ -85,9 +85,12 @@ def _above_counts(probs: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tenso
     hist_all = torch.bincount(flat, minlength=c * (BINS + 1)).view(c, BINS + 1)
     hist_true = torch.bincount(flat[truth.flatten()], minlength=c * (BINS + 1)).view(c, BINS + 1)
     # counts of pixels with bin >= b, for b = 0 .. BINS - 1 (column 0 of the histogram holds p == 0)
-    above_all = hist_all.flip(1).cumsum(1).flip(1)[:, 1:].double()
-    above_true = hist_true.flip(1).cumsum(1).flip(1)[:, 1:].double()
-    return above_all, above_true
+    return _at_or_above(hist_all)[:, 1:].double(), _at_or_above(hist_true)[:, 1:].double()
+
+
+def _at_or_above(hist: torch.Tensor) -> torch.Tensor:
+    """Per row, the count in each column and every column after it."""
+    return hist.flip(1).cumsum(1).flip(1)
 
 
 def _dice(above_all: torch.Tensor, above_true: torch.Tensor, truth_area: torch.Tensor) -> torch.Tensor:
