@@ -127,46 +127,59 @@ def _scan(path, classes, problems):
     class_index = {c: i for i, c in enumerate(classes)}
     images = {}
     n_rows = 0
+    with csv_rows(path) as reader:
+        header = next(reader, None)
+        if header is None:
+            problems.add(f"{path}: empty file (expected header {','.join(HEADER)})")
+            return images, 0
+        if [h.strip() for h in header] != list(HEADER):
+            problems.add(f"{path}: line 1: header is {','.join(header)[:80]!r}, "
+                         f"expected {','.join(HEADER)!r}")
+            return images, 0
+        current, block, block_line = None, None, 0
+        for row in reader:
+            line = reader.line_num
+            n_rows += 1
+            if problems.full:
+                continue                      # keep counting rows only
+            if len(row) != 3:
+                problems.add(f"{path}: line {line}: {len(row)} fields, expected 3 "
+                             f"({','.join(HEADER)})")
+                continue
+            name, cls, rle = row
+            if cls not in class_index:
+                problems.add(f"{path}: line {line}: unknown class {cls[:40]!r} "
+                             f"(image {name!r})")
+                continue
+            if name != current:
+                if block is not None:
+                    _check_block(path, current, block, block_line, classes, problems)
+                if name in images:
+                    problems.add(f"{path}: line {line}: image {name!r} appears again after "
+                                 f"its rows ended (duplicate rows)")
+                current, block, block_line = name, images.setdefault(name, {}), line
+            if cls in block:
+                problems.add(f"{path}: line {line}: duplicate row for image {name!r}, "
+                             f"class {cls!r}")
+                continue
+            block[cls] = rle
+        if block is not None:
+            _check_block(path, current, block, block_line, classes, problems)
+    return images, n_rows
+
+
+@contextlib.contextmanager
+def csv_rows(path):
+    """A strict csv.reader over a submission file (UTF-8, BOM allowed), shared by both submission formats. csv's
+    128 KiB field limit is lifted meanwhile (a noisy mask's RLE, a 256x256 PredictionString are longer). A missing
+    file, a folder, text that is not UTF-8 or not CSV become one-line DataErrors naming the file."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    reader = None
     try:
-        with _long_fields(), open(path, encoding="utf-8-sig", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, strict=True)
-            header = next(reader, None)
-            if header is None:
-                problems.add(f"{path}: empty file (expected header {','.join(HEADER)})")
-                return images, 0
-            if [h.strip() for h in header] != list(HEADER):
-                problems.add(f"{path}: line 1: header is {','.join(header)[:80]!r}, "
-                             f"expected {','.join(HEADER)!r}")
-                return images, 0
-            current, block, block_line = None, None, 0
-            for row in reader:
-                line = reader.line_num
-                n_rows += 1
-                if problems.full:
-                    continue                      # keep counting rows only
-                if len(row) != 3:
-                    problems.add(f"{path}: line {line}: {len(row)} fields, expected 3 "
-                                 f"({','.join(HEADER)})")
-                    continue
-                name, cls, rle = row
-                if cls not in class_index:
-                    problems.add(f"{path}: line {line}: unknown class {cls[:40]!r} "
-                                 f"(image {name!r})")
-                    continue
-                if name != current:
-                    if block is not None:
-                        _check_block(path, current, block, block_line, classes, problems)
-                    if name in images:
-                        problems.add(f"{path}: line {line}: image {name!r} appears again after "
-                                     f"its rows ended (duplicate rows)")
-                    current, block, block_line = name, images.setdefault(name, {}), line
-                if cls in block:
-                    problems.add(f"{path}: line {line}: duplicate row for image {name!r}, "
-                                 f"class {cls!r}")
-                    continue
-                block[cls] = rle
-            if block is not None:
-                _check_block(path, current, block, block_line, classes, problems)
+            yield reader
     except FileNotFoundError:
         raise DataError(f"{path}: submission file not found") from None
     except IsADirectoryError:
@@ -175,16 +188,6 @@ def _scan(path, classes, problems):
         raise DataError(f"{path}: not a UTF-8 text CSV file") from None
     except csv.Error as e:
         raise DataError(f"{path}: not a valid CSV file (line {reader.line_num}: {e})") from None
-    return images, n_rows
-
-
-@contextlib.contextmanager
-def _long_fields():
-    """Lift csv's 128 KiB field limit while reading: a noisy mask's RLE can be longer."""
-    old = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)
-    try:
-        yield
     finally:
         csv.field_size_limit(old)
 

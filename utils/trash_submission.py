@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from utils.errors import DataError
+from utils.submission import csv_rows
 
 HEADER = ("image_id", "PredictionString")
 SUBMISSION_SIZE = 256
@@ -115,43 +116,31 @@ def validate_trash_submission(csv_path, test_json, num_classes: int, max_problem
 
     want = SUBMISSION_SIZE * SUBMISSION_SIZE
     seen: list[str] = []
-    old_limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)  # a PredictionString is ~130 KiB, over csv's default field limit
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, strict=True)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header] != list(HEADER):
-                return [f"{csv_path}: line 1: header is {','.join(header or [])[:80]!r}, "
-                        f"expected {','.join(HEADER)!r}"]
-            for row in reader:
-                line = reader.line_num
-                if len(row) != 2:
-                    add(f"{csv_path}: line {line}: {len(row)} fields, expected 2 ({','.join(HEADER)})")
-                    continue
-                image_id, text = row
-                seen.append(image_id)
-                values = text.split()
-                if len(values) != want:
-                    add(f"{csv_path}: line {line}: image {image_id!r}: {len(values)} labels, expected {want} "
-                        f"({SUBMISSION_SIZE}x{SUBMISSION_SIZE})")
-                    continue
-                try:
-                    labels = np.array(values, dtype=np.int64)
-                except ValueError:
-                    add(f"{csv_path}: line {line}: image {image_id!r}: PredictionString holds a non-integer")
-                    continue
-                if labels.min() < 0 or labels.max() >= num_classes:
-                    add(f"{csv_path}: line {line}: image {image_id!r}: label {int(labels.max())} outside "
-                        f"0..{num_classes - 1}")
-    except FileNotFoundError:
-        raise DataError(f"{csv_path}: submission file not found") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{csv_path}: not a UTF-8 text CSV file") from None
-    except csv.Error as e:
-        raise DataError(f"{csv_path}: not a valid CSV file ({e})") from None
-    finally:
-        csv.field_size_limit(old_limit)
+    with csv_rows(csv_path) as reader:
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != list(HEADER):
+            return [f"{csv_path}: line 1: header is {','.join(header or [])[:80]!r}, "
+                    f"expected {','.join(HEADER)!r}"]
+        for row in reader:
+            line = reader.line_num
+            if len(row) != 2:
+                add(f"{csv_path}: line {line}: {len(row)} fields, expected 2 ({','.join(HEADER)})")
+                continue
+            image_id, text = row
+            seen.append(image_id)
+            values = text.split()
+            if len(values) != want:
+                add(f"{csv_path}: line {line}: image {image_id!r}: {len(values)} labels, expected {want} "
+                    f"({SUBMISSION_SIZE}x{SUBMISSION_SIZE})")
+                continue
+            try:
+                labels = np.array(values, dtype=np.int64)
+            except ValueError:
+                add(f"{csv_path}: line {line}: image {image_id!r}: PredictionString holds a non-integer")
+                continue
+            if labels.min() < 0 or labels.max() >= num_classes:
+                add(f"{csv_path}: line {line}: image {image_id!r}: label {int(labels.max())} outside "
+                    f"0..{num_classes - 1}")
     expected_set, seen_set = set(expected), set(seen)
     unknown = [n for n in seen if n not in expected_set]
     missing = [n for n in expected if n not in seen_set]
@@ -173,29 +162,19 @@ def validate_trash_submission(csv_path, test_json, num_classes: int, max_problem
 def read_trash_submission(csv_path, num_classes: int) -> dict[str, np.ndarray]:
     """{image_id: (256, 256) uint8 labels} in file order; DataError (one line) for the first problem."""
     out: dict[str, np.ndarray] = {}
-    old_limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, strict=True)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header] != list(HEADER):
-                raise DataError(f"{csv_path}: line 1: header is not {','.join(HEADER)!r}")
-            for row in reader:
-                try:
-                    labels = np.array(row[1].split(), dtype=np.int64)
-                except (IndexError, ValueError):
-                    raise DataError(f"{csv_path}: line {reader.line_num}: not image_id,PredictionString") from None
-                if labels.size != SUBMISSION_SIZE ** 2 or labels.min() < 0 or labels.max() >= num_classes:
-                    raise DataError(f"{csv_path}: line {reader.line_num}: image {row[0]!r}: expected "
-                                    f"{SUBMISSION_SIZE ** 2} labels in 0..{num_classes - 1}")
-                out[row[0]] = labels.astype(np.uint8).reshape(SUBMISSION_SIZE, SUBMISSION_SIZE)
-    except FileNotFoundError:
-        raise DataError(f"{csv_path}: submission file not found") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{csv_path}: not a valid CSV file ({e})") from None
-    finally:
-        csv.field_size_limit(old_limit)
+    with csv_rows(csv_path) as reader:
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != list(HEADER):
+            raise DataError(f"{csv_path}: line 1: header is not {','.join(HEADER)!r}")
+        for row in reader:
+            try:
+                labels = np.array(row[1].split(), dtype=np.int64)
+            except (IndexError, ValueError):
+                raise DataError(f"{csv_path}: line {reader.line_num}: not image_id,PredictionString") from None
+            if labels.size != SUBMISSION_SIZE ** 2 or labels.min() < 0 or labels.max() >= num_classes:
+                raise DataError(f"{csv_path}: line {reader.line_num}: image {row[0]!r}: expected "
+                                f"{SUBMISSION_SIZE ** 2} labels in 0..{num_classes - 1}")
+            out[row[0]] = labels.astype(np.uint8).reshape(SUBMISSION_SIZE, SUBMISSION_SIZE)
     return out
 
 
