@@ -33,7 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["configs/demo.yaml:128", "configs/unetpp_lion_1024.yaml:512"]
-CPU_SETTINGS = ["trainer.amp=off", "trainer.device=cpu", "trainer.compile=false"]  # ONNX Runtime runs float32
+CPU_SETTINGS = ['trainer.amp="off"', "trainer.device=cpu", "trainer.compile=false"]  # ONNX Runtime runs float32
 
 
 def make_checkpoint(config: str, size: int, data: Path, out: Path) -> Path:

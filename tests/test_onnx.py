@@ -419,7 +419,7 @@ def small_config(name: str, task: str, root: Path, cache: Path):
     model = load_config(ROOT / "configs" / f"{name}.yaml").model
     model_overrides = [f"model.arch={model.arch}", f"model.encoder={model.encoder}",
                        f"model.params={json.dumps(model.params)}"]
-    common = ["trainer.epochs=1", "trainer.amp=off", "trainer.compile=false", "data.num_workers=0",
+    common = ["trainer.epochs=1", 'trainer.amp="off"', "trainer.compile=false", "data.num_workers=0",
               "data.persistent_workers=false", "transforms.gpu=[]"]
     if task == "handbone":
         overrides = [o for o in tiny_overrides(root, cache) if not o.startswith("model.")] + model_overrides + common
