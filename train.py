@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import sys
 
+    from tasks.registry import build_task
     from trainer.checkpoint import check_finite, load_checkpoint
     from trainer.rundir import prepare_run_dir, write_run_info
     from trainer.runtime import setup_runtime, shutdown
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
         cfg = from_dict(state["config"], source=args.resume, overrides=args.overrides)
     else:
         raise UserError("give --config CONFIG (or --resume CHECKPOINT)")
+    build_task(cfg)  # layout, mode and submission fit together: checked before the run folder is made
     if state is not None:
         check_resume_model(state, cfg, args.resume)
         check_finite(state, args.resume)

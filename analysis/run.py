@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from trainer.modes import build_mode
+from modes import build_mode
 from utils.config import Config, from_dict
 from utils.errors import UserError
 
@@ -25,7 +25,7 @@ class Run:
 
     @property
     def mode(self):
-        """The task mode (trainer.modes): its metric names the records' score keys, as the trainer wrote them."""
+        """The task mode (modes): its metric names the records' score keys, as the trainer wrote them."""
         return build_mode(self.cfg.task.mode)
 
     @property

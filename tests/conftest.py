@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.synthetic import HAND_BONE_CLASSES, generate  # noqa: E402
+from tasks.handbone.synthetic import HAND_BONE_CLASSES, generate  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 

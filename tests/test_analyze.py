@@ -16,10 +16,10 @@ from analysis.compare import write_comparison
 from analysis.evaluate import display_masks, image_dice, predicted_masks
 from analysis.measures import BoundaryStats, boundary, confusion_counts, confusion_counts_boxes, truth_boxes
 from analysis.overlay import shrink
+from modes.dice import dice_per_class
+from modes.fullsize import FullSizeProbs
 from tests.browser import open_page
 from tests.conftest import ROOT
-from trainer.fullsize import FullSizeProbs
-from trainer.metrics import dice_per_class
 from trainer.predictor import to_full_size
 from trainer.thresholds import per_threshold_dice, per_threshold_dice_boxes
 from utils.errors import UserError

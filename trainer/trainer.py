@@ -18,11 +18,11 @@ from data.pipeline import FoldData, prepare_fold
 from losses.factory import build_loss
 from models.factory import build_model
 from schedulers.factory import Schedule
+from tasks.registry import build_task
 from tracking import build_tracking
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
-from trainer.modes import build_mode
 from trainer.optim import build_optimizer
 from trainer.predictor import Predictor, model_input
 from trainer.rundir import truncate_metrics
@@ -43,12 +43,13 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.runtime = runtime
         self.progress = progress and runtime.is_main
+        self.task = build_task(cfg)  # layout, mode and submission, checked before any data work
         self.classes = list(cfg.task.classes)
-        self.mode = build_mode(cfg.task.mode)  # activation, loss mode, metric: the trainer never tests the mode
+        self.mode = self.task.mode  # activation, loss mode, metric: the trainer never tests the mode
         tracking = build_tracking(cfg, self.run_dir, runtime.is_main)  # a missing package fails before any work
         seed_everything(cfg.trainer.seed)
 
-        self.data: FoldData = prepare_fold(cfg, runtime, self.progress)
+        self.data: FoldData = prepare_fold(cfg, self.task.layout, runtime, self.progress)
         self.train_loader = self._train_loader()
         self.val_loader = self._val_loader()
         self.gpu_augment = build_gpu_transforms(cfg.transforms.gpu, "transforms.gpu")

@@ -27,11 +27,13 @@ from utils.files import write_text_atomic
 class TaskConfig:
     """What is segmented: nothing below data/ hard-codes the classes."""
     classes: list[str] = field(default_factory=list)
-    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU (trainer/modes.py)
+    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU (modes/)
     mode: Literal["multilabel", "multiclass"] = "multilabel"
-    format: Literal["handbone", "coco"] = "handbone"  # the on-disk dataset layout (data/formats.py)
-    # the CSV layout (trainer/submissions.py); null: the format's own (handbone -> handbone, coco -> trash)
-    submission: Literal["handbone", "trash"] | None = None
+    # the on-disk layout (tasks/): handbone, coco, or your own as "package.module:Name" / "path/file.py:Name"
+    format: str = "handbone"
+    # the submission file (tasks/): handbone, trash, or a plug-in; null: the layout's own (handbone, coco -> trash)
+    submission: str | None = None
+    params: dict = field(default_factory=dict)  # keyword settings of a plug-in layout (read by it, not here)
 
 
 @dataclass
@@ -163,7 +165,7 @@ class AveragingConfig:
 
 @dataclass
 class CrfConfig:
-    """DenseCRF on the multiclass softmax output (trainer/crf.py, pydensecrf2), at inference."""
+    """DenseCRF on the multiclass softmax output (modes/crf.py, pydensecrf2), at inference."""
     iterations: int = 5
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
@@ -459,7 +461,7 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("epochs", "accumulate", "val_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"trainer.{key}: must be at least 1, got {getattr(t, key)}")
-    _check_task(cfg)
+    _check_classes(cfg)
     if not 0.0 < t.threshold < 1.0:
         raise ConfigError(f"trainer.threshold: must be between 0 and 1, got {t.threshold}")
     if not 0.0 <= cfg.predict.overlap < 1.0:
@@ -509,38 +511,19 @@ def _check_ranges(cfg: Config) -> None:
             _at_least(f"data.synthetic.{key}", getattr(cfg.data.synthetic, key), 1)
 
 
-def _check_task(cfg: Config) -> None:
-    """The format, mode, submission and model input must fit together (data/formats.py, trainer/modes.py)."""
-    from data.formats import build_format
-    from trainer.modes import build_mode
-
+def _check_classes(cfg: Config) -> None:
+    """Class names used by other keys must be classes; what needs the layout and mode is checked by
+    tasks.build_task (a layout may be a plug-in this schema cannot know)."""
     task = cfg.task
-    fmt, mode = build_format(task.format, task.classes), build_mode(task.mode)
-    if fmt.label_kind != mode.label_kind:
-        raise ConfigError(f"task.mode: {task.mode!r} does not fit task.format {task.format!r} (its labels are "
-                          f"{'bit planes' if fmt.label_kind == 'bits' else 'one label map'}; use "
-                          f"{'multilabel' if fmt.label_kind == 'bits' else 'multiclass'})")
-    if cfg.data.split not in fmt.splits:
-        raise ConfigError(f"data.split: task.format {task.format!r} splits by {', '.join(fmt.splits)}, "
-                          f"not {cfg.data.split!r}")
-    if cfg.model.in_channels != fmt.channels:
-        raise ConfigError(f"model.in_channels: task.format {task.format!r} gives {fmt.channels}-channel images, "
-                          f"got {cfg.model.in_channels}")
-    if mode.name == "multiclass" and len(task.classes) < 2:
-        raise ConfigError("task.classes: multiclass needs the background and at least one class")
     if cfg.data.oversample is not None:
         unknown = [c for c in cfg.data.oversample.factors if c not in task.classes]
         if unknown:
             raise ConfigError(f"data.oversample.factors: unknown class {unknown[0]!r}")
     cp = cfg.transforms.copy_paste
     if cp is not None:
-        if mode.name != "multiclass":
-            raise ConfigError("transforms.copy_paste: works on label maps (task.mode: multiclass)")
         unknown = [c for c in cp.classes if c not in task.classes[1:]]
         if unknown or not cp.classes:
             raise ConfigError(f"transforms.copy_paste.classes: {unknown[0]!r} is not a class of task.classes[1:]"
                               if unknown else "transforms.copy_paste.classes: name at least one class")
         if not 0.0 <= cp.p <= 1.0 or cp.max_objects < 1:
             raise ConfigError("transforms.copy_paste: p must be in [0, 1] and max_objects at least 1")
-    if cfg.predict.crf is not None and mode.name != "multiclass":
-        raise ConfigError("predict.crf: DenseCRF refines softmax outputs (task.mode: multiclass)")

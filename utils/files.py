@@ -112,3 +112,14 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"{flag} {path}: the folder {path.parent} is not writable")
     return path
+
+
+def check_new_folder(out: str | Path, flag: str = "--out") -> Path:
+    """Before any work: a folder to create must be missing or empty (nothing of an earlier result is mixed in)."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise UserError(f"{flag} {out}: exists and is not a directory; give a new folder")
+        if any(out.iterdir()):
+            raise UserError(f"{flag} {out}: output folder exists and is not empty; give a new folder or remove it")
+    return out

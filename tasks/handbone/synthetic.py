@@ -5,7 +5,7 @@ the JSON quirks (a ``.jpg`` filename and 3060 x 3060 metadata that do not match 
 spreadsheet headers, ``_x0008_`` junk in the sex column) are reproduced on purpose, so that code
 which reads the synthetic set also reads the real one.
 
-Usage: ``python -m data.synthetic --out DIR --ids 20 --test-ids 5 --size 2048 --seed 0``
+Usage: ``python -m tasks.handbone.synthetic --out DIR --ids 20 --test-ids 5 --size 2048 --seed 0``
 """
 import argparse
 import datetime
@@ -303,7 +303,7 @@ def generate(out, ids: int, test_ids: int, size: int = 2048, seed: int = 0, prog
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.handbone.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="dataset root to create")
     parser.add_argument("--ids", type=int, default=20, help="train persons (2 images each)")
     parser.add_argument("--test-ids", type=int, default=5, help="test persons (2 images each, no labels)")

@@ -8,7 +8,7 @@ objects are drawn in two parts (a polygon list of two rings) and some segmentati
 not), so the reader sees every encoding the real data may hold. Objects are painted largest first, the rule the
 label maps follow (data/coco.py), so pixels and labels agree.
 
-Usage: ``python -m data.synthetic_coco --out DIR --train 60 --test 10 --size 256 --seed 0``
+Usage: ``python -m tasks.coco.synthetic --out DIR --train 60 --test 10 --size 256 --seed 0``
 """
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ def generate(out, train: int = 60, test: int = 10, size: int = 512, seed: int = 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.synthetic_coco", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.coco.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="dataset root to create")
     parser.add_argument("--train", type=int, default=60, help="labelled images (train_all.json)")
     parser.add_argument("--test", type=int, default=10, help="unlabelled test images (test.json)")
