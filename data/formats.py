@@ -28,11 +28,12 @@ class HandboneFormat:
     def ensure(self, cfg, progress: bool) -> None:
         root = Path(cfg.root)
         if cfg.synthetic is not None and not (root / "train").is_dir():
-            from data.synthetic import generate
+            from data.synthetic import CONFIG_NAMES, generate
 
             s = cfg.synthetic
             print(f"generating the synthetic dataset into {root} ({s.ids} persons, {s.test_ids} test, {s.size}px)")
-            generate(root, ids=s.ids, test_ids=s.test_ids, size=s.size, seed=s.seed, progress=progress)
+            generate(root, ids=s.ids, test_ids=s.test_ids, size=s.size, seed=s.seed, progress=progress,
+                     names=CONFIG_NAMES)
 
     def fold(self, cfg, seed: int) -> tuple[list, np.ndarray, np.ndarray, list[str]]:
         """(samples, train indices, validation indices, warnings) of data.fold."""
@@ -99,12 +100,13 @@ class CocoFormat:
         """The synthetic trash set (data.synthetic.ids labelled images, test_ids test images, size px)."""
         root = Path(cfg.root)
         if cfg.synthetic is not None and not (root / "train_all.json").is_file():
-            from data.synthetic_coco import generate
+            from data.synthetic_coco import CONFIG_NAMES, generate
 
             s = cfg.synthetic
             print(f"generating the synthetic COCO dataset into {root} ({s.ids} images, {s.test_ids} test, "
                   f"{s.size}px)")
-            generate(root, train=s.ids, test=s.test_ids, size=s.size, seed=s.seed, progress=progress)
+            generate(root, train=s.ids, test=s.test_ids, size=s.size, seed=s.seed, progress=progress,
+                     names=CONFIG_NAMES)
 
     def fold(self, cfg, seed: int) -> tuple[list, np.ndarray, np.ndarray, list[str]]:
         from data.coco import class_presence, read_coco, split_path, stratified_kfold
