@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from trainer.rundir import prepare_run_dir, write_run_info
     from trainer.runtime import setup_runtime, shutdown
     from trainer.trainer import Trainer
-    from utils.config import from_dict, load_config
+    from utils.config import from_dict, load_config, secret_values
     from utils.errors import UserError
 
     if args.folds and args.resume:
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     runtime = setup_runtime(cfg.trainer)
     if runtime.is_main:
-        write_run_info(run_dir, sys.argv if argv is None else ["train.py", *argv])
+        write_run_info(run_dir, sys.argv if argv is None else ["train.py", *argv], secret_values(cfg))
     try:
         if args.folds:
             from trainer.kfold import parse_folds, train_folds

@@ -37,9 +37,11 @@ def main(argv=None) -> int:
     from analysis.visualize import augment_grid, submission_grid
     from utils.config import load_config
     from utils.errors import UserError
+    from utils.files import check_output_file
 
     if args.n < 1 or getattr(args, "draws", 1) < 1:
         raise UserError("--n and --draws must be at least 1")
+    check_output_file(args.out)  # before the work: a folder, a missing folder (the write itself is atomic_path's)
     if args.command == "augment":
         from trainer.runtime import setup_runtime
 

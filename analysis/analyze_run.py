@@ -13,6 +13,7 @@ from data.pipeline import prepare_fold
 from trainer.checkpoint import load_checkpoint
 from trainer.inference import load_member
 from trainer.runtime import setup_runtime
+from utils.files import check_output_folder
 
 MISMATCH = 0.02  # recomputed vs logged best Dice beyond this: warn that data or checkpoint may not be the run's
 
@@ -20,6 +21,7 @@ MISMATCH = 0.02  # recomputed vs logged best Dice beyond this: warn that data or
 def analyze_run(run_dir: str, checkpoint: str | None = None, data_root: str | None = None, k_worst: int = 6,
                 cleansing: int = 6, progress: bool = True) -> Path:
     run = open_run(run_dir, data_root)
+    check_output_folder(run.folder / "report", flag="")  # before the analysis, not after it
     path = Path(checkpoint) if checkpoint else run.folder / "best.pt"
     state = load_checkpoint(path)
     runtime = setup_runtime(run.cfg.trainer)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +60,23 @@ class ProbsMember:
     weight: float = 1.0
 
     def load(self, key: str) -> torch.Tensor:
+        """(classes, h, w) probabilities of one test image; a damaged or foreign .npz is one line naming it."""
         path = self.folder / Path(key).with_suffix(".npz")
         if not path.is_file():
             raise DataError(f"{self.folder}: no saved probabilities for test image {key}")
-        with np.load(path) as data:
-            return torch.from_numpy(data["probs"]).float().div_(PROBS_SCALE)
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile) or "probs" not in data.files:
+                raise DataError(f"{path}: no 'probs' array inside (not written by inference.py --save-probs)")
+            with data:
+                probs = data["probs"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise DataError(f"{path}: unreadable probability file ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:120]})") from None
+        if probs.dtype != np.uint8 or probs.ndim != 3 or probs.shape[0] != len(self.classes) or 0 in probs.shape:
+            raise DataError(f"{path}: expected uint8 maps of shape ({len(self.classes)} classes of probs.json, h, w), "
+                            f"got {probs.dtype} {probs.shape}")
+        return torch.from_numpy(probs).float().div_(PROBS_SCALE)
 
 
 def member_config(checkpoint: str | Path, config: str | None = None, overrides=(),
@@ -128,7 +142,14 @@ def load_probs_member(folder: str | Path, weight: float = 1.0) -> ProbsMember:
     info = folder / "probs.json"
     if not info.is_file():
         raise UserError(f"{folder}: not a probability folder (no probs.json; write one with inference.py --save-probs)")
-    return ProbsMember(str(folder), folder, json.loads(info.read_text())["classes"], weight)
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise DataError(f"{info}: unreadable ({' '.join(str(e).split())[:120]})") from None
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{info}: expected {{\"classes\": [class names]}} as inference.py --save-probs writes it")
+    return ProbsMember(str(folder), folder, classes, weight)
 
 
 class TestImages(Dataset):

@@ -23,7 +23,7 @@ from tracking import build_tracking
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
-from trainer.optim import build_optimizer
+from trainer.optim import build_optimizer, check_optimizer
 from trainer.predictor import Predictor, model_input
 from trainer.rundir import truncate_metrics
 from trainer.runtime import Runtime, seed_everything
@@ -48,6 +48,7 @@ class Trainer:
         self.mode = self.task.mode  # activation, loss mode, metric: the trainer never tests the mode
         tracking = build_tracking(cfg, self.run_dir, runtime.is_main)  # a missing package fails before any work
         seed_everything(cfg.trainer.seed)
+        check_optimizer(cfg.optimizer)  # a wrong optimizer keyword fails before the data is cached
 
         self.data: FoldData = prepare_fold(cfg, self.task.layout, runtime, self.progress)
         self.train_loader = self._train_loader()

@@ -38,7 +38,8 @@ class CocoLayout:
             s = data.synthetic
             print(f"generating the synthetic COCO dataset into {root} ({s.ids} images, {s.test_ids} test, "
                   f"{s.size}px)")
-            synthetic.generate(root, train=s.ids, test=s.test_ids, size=s.size, seed=s.seed, progress=progress)
+            synthetic.generate(root, train=s.ids, test=s.test_ids, size=s.size, seed=s.seed, progress=progress,
+                               names=synthetic.CONFIG_NAMES)
 
     def fold(self, data, seed: int) -> tuple[list, np.ndarray, np.ndarray, list[str]]:
         if data.split == "files":

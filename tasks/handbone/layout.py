@@ -35,7 +35,8 @@ class HandboneLayout:
         if data.synthetic is not None and not (root / "train").is_dir():
             s = data.synthetic
             print(f"generating the synthetic dataset into {root} ({s.ids} persons, {s.test_ids} test, {s.size}px)")
-            synthetic.generate(root, ids=s.ids, test_ids=s.test_ids, size=s.size, seed=s.seed, progress=progress)
+            synthetic.generate(root, ids=s.ids, test_ids=s.test_ids, size=s.size, seed=s.seed, progress=progress,
+                               names=synthetic.CONFIG_NAMES)
 
     def fold(self, data, seed: int) -> tuple[list, np.ndarray, np.ndarray, list[str]]:
         """(samples, train indices, validation indices, warnings) of data.fold: both hands of a person together."""
