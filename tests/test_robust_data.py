@@ -11,6 +11,7 @@ import pytest
 from data import cache as cache_module
 from data.cache import open_cache
 from data.handbone import read_image, resize_image, scan_split
+from tests.system import unavailable
 from utils.errors import UserError
 from utils.submission import SubmissionWriter
 
@@ -132,7 +133,7 @@ def mount_tmpfs(folder, size):
     folder.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); fault injection covers it")
+        unavailable(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root with mount permission")
     return folder
 
 
