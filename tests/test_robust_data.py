@@ -13,8 +13,8 @@ from data.cache import open_cache
 from tasks.handbone.layout import HandboneLayout
 from tasks.handbone.reader import scan_split
 from tasks.handbone.submission import SubmissionWriter
-from utils.config import TaskConfig
 from tests.system import unavailable
+from utils.config import TaskConfig
 from utils.errors import UserError
 from utils.images import read_gray, resize_image
 
