@@ -40,7 +40,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from trainer.modes import build_mode
     from trainer.runtime import setup_runtime
     from utils.errors import UserError
 
@@ -64,25 +63,26 @@ def main(argv=None) -> int:
     if args.save_probs and Path(args.save_probs).is_file():
         raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
     from models.onnx_model import stored_thresholds
-    from trainer.inference import is_onnx, load_member, member_config, parse_thresholds
-    from trainer.submissions import build_submission
+    from tasks.registry import build_task
+    from trainer.inference import is_onnx, load_member, member_config, parse_thresholds, write_submission
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     from trainer.checkpoint import load_checkpoint
 
     state = None if is_onnx(args.checkpoint) else load_checkpoint(args.checkpoint)
     cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
+    task = build_task(cfg)
     threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
     thresholds = None if args.tune_thresholds else parse_thresholds(threshold, args.thresholds, cfg.task.classes)
     if thresholds is not None and args.threshold is None and not args.thresholds and is_onnx(args.checkpoint):
         stored = stored_thresholds(args.checkpoint, cfg.task.classes)  # the file's own, unless flags say otherwise
         thresholds = thresholds if stored is None else stored
     if not args.tune_thresholds:
-        build_submission(cfg.task).test_samples(cfg.task, cfg.data.root)  # the test set --check expects
+        task.submission.test_samples(cfg.data.root)  # the test set --check expects, before the model is loaded
     runtime = setup_runtime(cfg.trainer)
     member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:
-        if build_mode(cfg.task.mode).name != "multilabel":
+        if not task.mode.thresholded:
             raise UserError(f"--tune-thresholds: task.mode {cfg.task.mode} predicts by argmax, without thresholds")
         from trainer.thresholds import tune_thresholds
         from utils.files import write_text_atomic
@@ -92,15 +92,15 @@ def main(argv=None) -> int:
               f"{result['val_dice']:.4f} with per-class thresholds ({result['images']} images); "
               f"saved to {args.tune_thresholds}")
         return 0
-    n = build_submission(cfg.task).write([member], cfg.data.root, args.out, runtime, thresholds=thresholds,
-                                         save_probs=args.save_probs, save_masks=args.save_masks,
-                                         num_workers=args.workers, progress=not args.no_progress)
+    n = write_submission([member], task, cfg.data.root, args.out, runtime, thresholds=thresholds,
+                         save_probs=args.save_probs, save_masks=args.save_masks, num_workers=args.workers,
+                         progress=not args.no_progress)
     print(f"wrote {args.out}: {n} images x {len(cfg.task.classes)} classes")
     return 0
 
 
 def check(csv_path, data_root, config) -> int:
-    from trainer.submissions import build_submission
+    from tasks.registry import build_task
     from utils.config import load_config
     from utils.errors import UserError
 
@@ -108,7 +108,7 @@ def check(csv_path, data_root, config) -> int:
     root = data_root or cfg.data.root
     if not root:
         raise UserError("give --data ROOT for --check")
-    problems = build_submission(cfg.task).validate(csv_path, root, cfg.task.classes)
+    problems = build_task(cfg).submission.validate(csv_path, root)
     for line in problems:
         print(line)
     if not problems:

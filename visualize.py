@@ -22,10 +22,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     augment.add_argument("--out", default="augment.png", help="output PNG (default augment.png)")
     augment.add_argument("--no-progress", action="store_true", help="no progress bars")
     submission = commands.add_parser("submission", help="grid of a submission's masks on the test images")
-    submission.add_argument("--csv", required=True, help="submission CSV (image_name,class,rle)")
-    submission.add_argument("--data", required=True, metavar="ROOT", help="dataset root with test/DCM/")
+    submission.add_argument("--csv", required=True, help="submission file of the task (e.g. image_name,class,rle)")
+    submission.add_argument("--data", required=True, metavar="ROOT", help="dataset root with the test images")
     submission.add_argument("--classes-from", default="configs/_base_/hand_bones.yaml", metavar="CONFIG",
-                            help="config whose task.classes the CSV uses (default: the hand-bone classes)")
+                            help="config of the task the submission is written for: classes, layout and format "
+                            "(default: the hand-bone task)")
     submission.add_argument("--n", type=int, default=8, help="images (default 8)")
     submission.add_argument("--out", default="submission.png", help="output PNG (default submission.png)")
     return parser.parse_args(argv)
@@ -36,9 +37,11 @@ def main(argv=None) -> int:
     from analysis.visualize import augment_grid, submission_grid
     from utils.config import load_config
     from utils.errors import UserError
+    from utils.files import check_output_file
 
     if args.n < 1 or getattr(args, "draws", 1) < 1:
         raise UserError("--n and --draws must be at least 1")
+    check_output_file(args.out)  # before the work: a folder, a missing folder (the write itself is atomic_path's)
     if args.command == "augment":
         from trainer.runtime import setup_runtime
 
@@ -46,8 +49,10 @@ def main(argv=None) -> int:
         path = augment_grid(cfg, setup_runtime(cfg.trainer), args.n, args.draws, Path(args.out),
                             not args.no_progress)
     else:
-        classes = load_config(args.classes_from).task.classes
-        path = submission_grid(args.csv, args.data, classes, args.n, Path(args.out))
+        from tasks.registry import build_task
+
+        task = build_task(load_config(args.classes_from))
+        path = submission_grid(args.csv, args.data, task, args.n, Path(args.out))
     print(f"wrote {path}")
     return 0
 

@@ -95,8 +95,8 @@ def model_only(checkpoint: Path, onnx_file: Path, threads: int, repeats: int) ->
 
 
 def differing_fraction(a: Path, b: Path, data: Path, classes: list[str]) -> float:
+    from tasks.handbone.submission import read_submission, read_test_image_sizes
     from utils.rle import decode_rle
-    from utils.submission import read_submission, read_test_image_sizes
 
     sizes = read_test_image_sizes(data)
     left, right = read_submission(a, classes), read_submission(b, classes)
@@ -119,7 +119,7 @@ def main() -> None:
 
     import onnxruntime
 
-    from data.synthetic import generate
+    from tasks.handbone.synthetic import generate
     from trainer.export import export_checkpoint
 
     default_threads = torch.get_num_threads()

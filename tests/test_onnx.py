@@ -23,9 +23,11 @@ from torch import nn
 import ensemble
 import export
 import inference
-from data.synthetic_coco import generate as generate_trash
 from models.factory import build_model
 from models.onnx_model import OnnxNetwork, export_onnx, failed_operator, read_onnx_info
+from tasks.coco.submission import read_trash_submission
+from tasks.coco.synthetic import generate as generate_trash
+from tasks.handbone.submission import read_submission, read_test_image_sizes
 from tests.conftest import ROOT, tiny_overrides
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.inference import ModelMember, load_members
@@ -34,8 +36,6 @@ from trainer.trainer import Trainer
 from utils.config import ModelConfig, load_config, to_dict
 from utils.errors import UserError
 from utils.rle import decode_rle
-from utils.submission import read_submission, read_test_image_sizes
-from utils.trash_submission import read_trash_submission
 
 MAX_DIFFERING_PIXELS = 1e-4  # 0.01% of the submission's pixels
 LOGIT_TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| logit

@@ -32,12 +32,11 @@ from pathlib import Path
 import torch
 
 from models.onnx_model import FRAMEWORK, METADATA_VERSION, ExportResult, export_onnx, model_input_size
+from tasks.registry import build_task
 from trainer.checkpoint import load_checkpoint
 from trainer.inference import load_member, parse_thresholds
-from trainer.modes import build_mode
 from trainer.rundir import git_state
 from trainer.runtime import Runtime
-from trainer.submissions import build_submission
 from utils.config import Config, from_dict, to_dict
 from utils.errors import UserError
 
@@ -70,11 +69,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int | None
 
 
 def _task_metadata(cfg: Config, checkpoint: Path, thresholds_file: str | None, size: int) -> dict[str, str]:
-    mode = build_mode(cfg.task.mode).name
+    task = build_task(cfg)
+    mode = task.mode.name
     activation, decision = ACTIVATIONS[mode]
     metadata = {
         "framework": FRAMEWORK, "metadata_version": METADATA_VERSION, "task_mode": mode,
-        "task_layout": cfg.task.format, "task_submission": build_submission(cfg.task).name,
+        "task_layout": cfg.task.format, "task_submission": cfg.task.submission or task.layout.submission,
         "classes": json.dumps(cfg.task.classes), "input_size": json.dumps([size, size]),
         "in_channels": str(cfg.model.in_channels),
         "resize": "sliding windows over the image resized to image_size (area averaging)" if size <
