@@ -44,8 +44,13 @@ def main(argv=None) -> int:
         raise UserError(f"--out {args.out}: name the file .onnx (inference.py and ensemble.py tell it by that)")
     if args.image_size is not None and args.image_size < 1:
         raise UserError(f"--image-size: must be a positive number of pixels, got {args.image_size}")
-    if args.opset is not None and args.opset < 7:
-        raise UserError(f"--opset: {args.opset} is older than any exporter supports")
+    if args.opset is not None:
+        import onnx.defs
+
+        newest = onnx.defs.onnx_opset_version()
+        if not 7 <= args.opset <= newest:
+            raise UserError(f"--opset: {args.opset} is outside what the exporters support (7 to {newest}, the "
+                            f"installed onnx's newest)")
     cfg, result = export_checkpoint(args.checkpoint, args.out, args.opset, args.image_size, args.thresholds,
                                     args.overrides, args.exporter, args.simplify)
     fallback = f" (dynamo failed: {result.fallback_reason})" if result.fallback_reason else ""

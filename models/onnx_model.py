@@ -225,9 +225,14 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
     if metadata.get("framework") != FRAMEWORK:
         raise UserError(f"{path}: an ONNX model without this framework's metadata (a foreign model?); "
                         f"export a checkpoint with export.py")
-    config = _json_entry(path, metadata, "config")
-    classes = _json_entry(path, metadata, "classes")
-    thresholds = _json_entry(path, metadata, "thresholds") if "thresholds" in metadata else None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        raise UserError(f"{path}: weights in external data files, which export.py never writes (a foreign or "
+                        f"altered model); export the checkpoint again")
+    config = _json_entry(path, metadata, "config", dict)
+    classes = _json_entry(path, metadata, "classes", list)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{path}: metadata 'classes' must be a non-empty list of class names")
+    thresholds = _json_entry(path, metadata, "thresholds", dict) if "thresholds" in metadata else None
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or not all(dims[1:]):
         raise UserError(f"{path}: input {proto.graph.input[0].name} has shape {dims}, expected (batch, C, H, W) "
@@ -236,13 +241,16 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
                     thresholds)
 
 
-def _json_entry(path: Path, metadata: dict[str, str], key: str):
+def _json_entry(path: Path, metadata: dict[str, str], key: str, kind: type):
     if key not in metadata:
         raise UserError(f"{path}: metadata has no {key!r} entry (export it again with export.py)")
     try:
-        return json.loads(metadata[key])
-    except ValueError:
+        value = json.loads(metadata[key])
+    except (ValueError, RecursionError):
         raise UserError(f"{path}: metadata {key!r} is not valid JSON") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path}: metadata {key!r} is a JSON {type(value).__name__}, expected a {kind.__name__}")
+    return value
 
 
 def check_config_fits(info: OnnxInfo, cfg: Config) -> None:

@@ -33,6 +33,7 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.inference import ModelMember, load_members
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
+from utils.cli import run_main
 from utils.config import ModelConfig, load_config, to_dict
 from utils.errors import UserError
 from utils.rle import decode_rle
@@ -61,7 +62,6 @@ ZOO = {
     "UNet++ / VGG19": ("UnetPlusPlus", "vgg19", {"decoder_channels": [32, 16, 8, 8, 8]}),
     "SegFormer / MiT": ("Segformer", "mit_b0", {"decoder_segmentation_channels": 32}),
 }
-ZOO_FAST = {"UPerNet / ConvNeXt"}  # exports in seconds; the rest run with -m slow
 ZOO_SIZE = 64
 
 
@@ -285,23 +285,36 @@ def test_bad_input_is_a_one_line_error(demo_onnx, dataset_root, tmp_path):
             demo_onnx, "--config", TRASH)
     refused(r"model\.onnx: the model takes 32x32 inputs, the config feeds it 48x48 .*--set predict\.window=48",
             "--checkpoint", demo_onnx, "--set", "predict.window=48")
+    tampered = tmp_path / "tampered.onnx"
+    for key, value, match in (("classes", '"femur"', r"metadata 'classes' is a JSON str, expected a list"),
+                              ("thresholds", "[0.5]", r"metadata 'thresholds' is a JSON list, expected a dict"),
+                              ("config", "{", r"metadata 'config' is not valid JSON")):
+        proto = onnx.load(str(demo_onnx))
+        next(p for p in proto.metadata_props if p.key == key).value = value
+        onnx.save(proto, str(tampered))
+        refused(rf"tampered\.onnx: {match}", "--checkpoint", tampered)
+    proto = onnx.load(str(demo_onnx))
+    onnx.save(proto, str(tmp_path / "external.onnx"), save_as_external_data=True, size_threshold=0)
+    refused(r"external\.onnx: weights in external data files", "--checkpoint", tmp_path / "external.onnx")
     with pytest.raises(UserError, match=r"foreign\.onnx"):
         cli(ensemble, "--checkpoints", demo_onnx, foreign, "--out", tmp_path / "e.csv", "--data", dataset_root)
     with pytest.raises(UserError, match=r"takes \(batch, 1, 32, 32\) inputs, got \(1, 1, 64, 64\)"):
         OnnxNetwork(demo_onnx, torch.device("cpu"))(torch.zeros(1, 1, 64, 64))
+    with pytest.raises(UserError, match=r"--opset: 99 is outside what the exporters support \(7 to \d+"):
+        cli(export, "--checkpoint", tmp_path / "best.pt", "--out", tmp_path / "model.onnx", "--opset", 99)
     with pytest.raises(UserError, match=r"name the file \.onnx"):
         cli(export, "--checkpoint", tmp_path / "best.pt", "--out", tmp_path / "model.bin")
 
 
-def test_cli_prints_one_line(tmp_path):
-    import subprocess
-
+def test_cli_prints_one_line(tmp_path, capsys):
+    """As `python inference.py --checkpoint notes.onnx` runs it: exit status 2 and one line on stderr."""
     text = tmp_path / "notes.onnx"
     text.write_text("not a model")
-    done = subprocess.run([sys.executable, "inference.py", "--checkpoint", str(text), "--out", str(tmp_path / "x.csv")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and done.stderr.startswith("error: ") and "not an ONNX file" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: inference.main(["--checkpoint", str(text), "--out", str(tmp_path / "x.csv")]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and "not an ONNX file" in err
+    assert err.count("\n") == 1
 
 
 CUMMAX_NET = '''
@@ -376,8 +389,8 @@ def test_readme_model_table_rows_all_have_an_onnx_check():
     assert set(readme_rows()) == set(ZOO)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, id=n.split(" (")[0], marks=() if n in ZOO_FAST else pytest.mark.slow)
-                                  for n in ZOO])
+@pytest.mark.slow  # 30 s to 2 min an export: run with -m slow after a change of exporter or model zoo
+@pytest.mark.parametrize("name", [pytest.param(n, id=n.split(" (")[0]) for n in ZOO])
 def test_readme_onnx_column_is_what_the_export_finds(name, tmp_path):
     _, _, column = readme_table()
     found = zoo_cell(name, tmp_path)
