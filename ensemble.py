@@ -16,7 +16,9 @@ import argparse
 import math
 from pathlib import Path
 
-from utils.cli import run_main
+from utils.cli import check_threshold, check_workers, require_dir, require_file, run_main
+from utils.errors import UserError
+from utils.files import check_output_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,16 +44,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.cli import check_threshold, check_workers
-    from utils.errors import UserError
-    from utils.files import check_output_file
-
-    # every argument is checked before any model is loaded
+    # every argument is checked before any model is loaded, and before the libraries load (seconds of CPU)
     check_workers(args.workers)
     check_output_file(args.out)
     check_threshold(args.threshold, "--threshold")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
+    for path in expand_checkpoints(args.checkpoints):
+        require_file(path, "checkpoint")
+    for path in args.csvs:
+        require_file(path, "submission file")
+    for path in args.probs:
+        require_dir(path, "probability folder")
+    require_file(args.config, "config file")
+    require_file(args.thresholds, "thresholds file")
+    require_dir(args.data, "data root")
 
     if args.csvs:
         if args.checkpoints or args.probs:
@@ -64,8 +71,6 @@ def main(argv=None) -> int:
 
 def expand_checkpoints(paths: list[str]) -> list[Path]:
     """A run folder stands for its fold checkpoints (k-fold runs) or its own best.pt."""
-    from utils.errors import UserError
-
     out = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -83,7 +88,6 @@ def soft_voting(args) -> int:
     from trainer.runtime import setup_runtime
     from trainer.submissions import build_submission
     from utils.config import TrainerConfig
-    from utils.errors import UserError
 
     checkpoints = expand_checkpoints(args.checkpoints)
     n = len(checkpoints) + len(args.probs)

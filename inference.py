@@ -4,7 +4,8 @@
 The CSV layout is the task's submission format (task.submission): the hand-bone RLE rows, or the trash
 competition's `image_id,PredictionString` (then `--save-masks DIR` also writes label-map PNGs).
 Also: `--tune-thresholds FILE` picks per-class thresholds on the checkpoint's validation fold (multilabel), and
-`--check CSV` validates any submission against a test folder (`--config` names the task; default: hand bones).
+`--check CSV` validates any submission against a test folder (`--config` names the task; without it the CSV's
+header tells: hand bones or trash).
 """
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
-from utils.cli import run_main
+from utils.cli import check_threshold, check_workers, require_dir, require_file, run_main
+from utils.errors import UserError
+from utils.files import check_output_file
+
+BASE_CONFIGS = Path(__file__).parent / "configs" / "_base_"
+# a submission's header -> the task config that validates it when --check is given no --config
+SUBMISSION_HEADERS = {("image_name", "class", "rle"): BASE_CONFIGS / "hand_bones.yaml",
+                      ("image_id", "PredictionString"): BASE_CONFIGS / "trash.yaml"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,30 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from trainer.modes import build_mode
-    from trainer.runtime import setup_runtime
-    from utils.errors import UserError
-
+    check_arguments(args)  # before the libraries load: a wrong path or flag costs no import time
     if args.check and not args.checkpoint:
         return check(args.check, args.data, args.config)
-    if not args.checkpoint:
-        raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
-    if args.threshold is not None and args.thresholds:
-        raise UserError("give either --threshold or --thresholds, not both")
-    # every argument is checked before the model is loaded and the first image predicted
-    from utils.cli import check_threshold, check_workers
-    from utils.files import check_output_file
-
-    check_workers(args.workers)
-    if args.threshold is not None:
-        check_threshold(args.threshold, "--threshold")
-    if args.tune_thresholds:
-        check_output_file(args.tune_thresholds, "--tune-thresholds")
-    else:
-        check_output_file(args.out)
-    if args.save_probs and Path(args.save_probs).is_file():
-        raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
     from trainer.inference import load_member, member_config, parse_thresholds
+    from trainer.modes import build_mode
+    from trainer.runtime import setup_runtime
     from trainer.submissions import build_submission
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
@@ -94,15 +84,49 @@ def main(argv=None) -> int:
     return 0
 
 
+def check_arguments(args) -> None:
+    """The errors that need no library: missing files and folders, conflicting or out-of-range flags."""
+    if not args.checkpoint and not args.check:
+        raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
+    if args.threshold is not None and args.thresholds:
+        raise UserError("give either --threshold or --thresholds, not both")
+    for path, what in ((args.checkpoint, "checkpoint"), (args.config, "config file"),
+                       (args.thresholds, "thresholds file"), (args.check, "submission file")):
+        require_file(path, what)
+    require_dir(args.data, "data root")
+    check_workers(args.workers)
+    if args.threshold is not None:
+        check_threshold(args.threshold, "--threshold")
+    if args.save_probs and Path(args.save_probs).is_file():
+        raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
+    if args.checkpoint:
+        check_output_file(args.tune_thresholds or args.out, "--tune-thresholds" if args.tune_thresholds else "--out")
+
+
+def submission_config(csv_path) -> Path:
+    """The task config of a submission, told by its header (SUBMISSION_HEADERS); another header is an error."""
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{csv_path}: cannot read the header ({type(e).__name__}: {e})") from None
+    header = tuple(cell.strip() for cell in first.strip().split(","))
+    if header not in SUBMISSION_HEADERS:
+        known = " or ".join(",".join(h) for h in SUBMISSION_HEADERS)
+        raise UserError(f"{csv_path}: header {first.strip()[:80]!r} is not a known submission ({known}); "
+                        f"give --config <the task's config>")
+    return SUBMISSION_HEADERS[header]
+
+
 def check(csv_path, data_root, config) -> int:
     from trainer.submissions import build_submission
     from utils.config import load_config
-    from utils.errors import UserError
 
-    cfg = load_config(config or Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml")
+    cfg = load_config(config or submission_config(csv_path))
     root = data_root or cfg.data.root
     if not root:
         raise UserError("give --data ROOT for --check")
+    require_dir(root, "data root")
     problems = build_submission(cfg.task).validate(csv_path, root, cfg.task.classes)
     for line in problems:
         print(line)

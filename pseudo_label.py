@@ -47,24 +47,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from data.pseudo import check_out_dir
     from ensemble import expand_checkpoints
-    from utils.cli import check_threshold, check_workers
+    from utils.cli import check_threshold, check_workers, require_dir, require_file
     from utils.errors import UserError
 
-    # the checks that need no model come first: importing the model libraries takes seconds
+    # the checks that need no model come first, before the libraries load (importing them takes seconds)
     check_threshold(args.threshold, "--threshold")
     check_workers(args.workers)
     if math.isnan(args.min_confidence):  # above 1 is allowed: it keeps nothing, by design
         raise UserError("--min-confidence: nan is not a number")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
-    out = check_out_dir(args.out)
     checkpoints = expand_checkpoints(args.checkpoints)
     for path in checkpoints:
-        if not path.is_file():
-            raise UserError(f"{path}: checkpoint not found")
+        require_file(path, "checkpoint")
+    require_dir(args.data, "data root")
+    from data.pseudo import check_out_dir
 
+    out = check_out_dir(args.out)
     from data.formats import build_format
     from trainer.inference import check_members, iter_full_size_probs, load_members
 

@@ -9,10 +9,16 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from campaign import study as studies
+from campaign.launch import launch
+from campaign.plan import QUEUE_ATTR, QUEUE_CONFIG_ATTR, Campaign, latest_of_lineages
 from campaign.space import load_space
-from campaign.worker import QUEUE_ATTR, QUEUE_CONFIG_ATTR, Campaign, latest_of_lineages, launch
-from utils.config import load_config, to_dict
+from tracking.checks import check_tracking
+from utils.config import from_dict, load_config, to_dict
 from utils.errors import UserError
+
+# every trial's config starts from these (the user's --set comes after them and wins): a finished trial keeps
+# best.pt only, which is what the report and ensembles use (--set trainer.keep_last=true keeps last.pt too)
+TRIAL_DEFAULTS = ["trainer.keep_last=false"]
 
 
 def queue_entries(paths: list[str], overrides: list[str]) -> list[dict]:
@@ -40,8 +46,11 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
         raise UserError(f"--workers: must be at least 1, got {workers}")
     studies.build_pruner(prune)  # a wrong name fails here, before any training
 
+    overrides = [*TRIAL_DEFAULTS, *overrides]
     parsed = load_space(space, config, overrides) if space is not None else None
     entries = queue_entries(queue, overrides) if queue is not None else []
+    for cfg in [load_config(config, overrides)] if parsed is not None else [from_dict(e["config"]) for e in entries]:
+        check_tracking(cfg)  # a missing tracking package fails here, not in every trial
     if parsed is not None and not parsed.all_grid and trials is None:
         raise UserError(f"{space}: the space samples values, so say how many trials: --trials N")
     name = name or (f"{Path(config).stem}-{Path(space).stem}" if space else Path(queue[0]).stem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,8 +20,9 @@ import pytest
 from optuna.trial import TrialState
 
 from campaign import study as studies
+from campaign.plan import Campaign, duplicate_of
 from campaign.space import load_space
-from campaign.worker import Campaign, duplicate_of, run_worker
+from campaign.worker import run_worker
 from tests.conftest import ROOT, tiny_overrides
 from utils.errors import ConfigError, UserError
 
@@ -135,7 +137,7 @@ def test_duplicate_grid_points_stand_down():
 def test_campaign_state_follows_retries_and_ignores_duplicates(tmp_path):
     from types import SimpleNamespace
 
-    from campaign.worker import campaign_state
+    from campaign.plan import campaign_state
 
     def trial(number, state, grid_id=None, **system):
         return SimpleNamespace(number=number, state=state, user_attrs={}, system_attrs={"grid_id": grid_id, **system})
@@ -163,8 +165,19 @@ def test_campaign_state_follows_retries_and_ignores_duplicates(tmp_path):
 def test_two_device_workers_run_each_grid_point_once_and_the_table_matches_the_runs(dataset_root, tmp_path):
     space = write(tmp_path / "space.yaml", "optimizer.lr: {grid: [1.0e-3, 2.0e-3]}\ntrainer.seed: {grid: [1, 2]}")
     out = tmp_path / "grid"
-    sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--devices", "0,1",
-          *sets(dataset_root, tmp_path / "cache"))  # one worker per GPU id; on a CPU-only machine they train on it
+    log = sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--devices", "0,1",
+                *sets(dataset_root, tmp_path / "cache")).stdout  # one worker per GPU id; on a CPU-only machine
+    lines = log.splitlines()  # they train on it
+    for n in range(4):  # the two workers' lines interleave, each labelled with its trial
+        assert any(re.fullmatch(rf"\[trial {n}\] epoch 1/1  loss .* val Dice .*", line) for line in lines), log
+    assert not [line for line in lines if line.startswith("epoch")], log
+    progress = [line for line in lines if line.startswith("sweep grid: ")]
+    settled = [int(p.split("/")[0].removeprefix("sweep grid: ")) for p in progress]  # one line per finished trial
+    assert len(settled) == 4 and settled == sorted(settled) and settled[-1] == 4, log
+    assert re.fullmatch(r"sweep grid: 4/4 trials settled \(4 complete\), 0 running; best val_dice [0-9.]+ "
+                        r"\(trial \d\)", progress[-1]), progress
+    for n in range(4):  # finished trials keep best.pt only (the sweep's trainer.keep_last: false)
+        assert (out / f"trial-{n}" / "best.pt").is_file() and not (out / f"trial-{n}" / "last.pt").exists()
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "grid")
     assert {t.user_attrs["devices"] for t in trials} <= {"0", "1"}  # each worker sees only its own device
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4 and completed_points(trials) == [0, 1, 2, 3]

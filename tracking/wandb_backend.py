@@ -8,7 +8,7 @@ import os
 import numpy as np
 import wandb
 
-from tracking.backend import Backend, run_name
+from tracking.backend import Backend
 
 
 def has_wandb_key() -> bool:
@@ -25,8 +25,9 @@ class WandbBackend(Backend):
 
     def open(self, params: dict[str, str]) -> None:
         mode = self.cfg.logging.wandb_mode or ("online" if has_wandb_key() else "offline")
-        self.run = wandb.init(project=self.cfg.logging.wandb_project, name=run_name(self.cfg, self.run_dir),
-                              config=params, dir=str(self.run_dir), mode=mode, reinit="create_new")
+        self.run = wandb.init(project=self.cfg.logging.wandb_project, name=self.identity.name,
+                              group=self.identity.group, config=params, dir=str(self.run_dir), mode=mode,
+                              reinit="create_new")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)

@@ -49,6 +49,19 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def nothing_left(state: dict, epochs: int, patience: int | None) -> str | None:
+    """Why the run of a last.pt has nothing left to train (all `epochs` done, or stopped early by `patience`
+    validations without improvement), or None when it has."""
+    done = state["epoch"] + 1
+    if done >= epochs:
+        return f"the run already finished its {epochs} epoch{'s' if epochs != 1 else ''}"
+    stale = state.get("stale_validations", 0)
+    if patience is not None and stale >= patience:
+        return (f"the run stopped early after epoch {done} of {epochs} (no improvement in {stale} validations; "
+                f"--set trainer.early_stop_patience={stale + 1} or more goes on)")
+    return None
+
+
 def first_nonfinite(weights: dict) -> str | None:
     """The name of the first floating-point tensor holding NaN or inf, or None when all are finite."""
     for name, value in weights.items():
