@@ -80,6 +80,27 @@ def test_amp_off_from_the_command_line_and_yaml(tmp_path):
         load_config(DEMO, ["predict.tta=off"])  # no choice written off: still an error naming the choices
 
 
+# ------------------------------------------------------------------------------------------- reproducible runs
+
+
+def test_cpu_augmentations_follow_the_torch_seed():
+    """albumentations 2 seeds its own generator from the OS unless told: the draws must follow torch's seed, which
+    seed_everything and the DataLoader workers set per epoch and worker."""
+    from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
+
+    compose = build_cpu_transforms([{"name": "Rotate", "limit": 40, "p": 1.0},
+                                    {"name": "RandomBrightnessContrast", "p": 1.0}], "transforms.train")
+    image = (np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)
+
+    def draws(seed: int) -> list[np.ndarray]:
+        torch.manual_seed(seed)
+        return [apply_cpu_transforms(compose, image, None)[0] for _ in range(3)]
+
+    first, again, other = draws(1), draws(1), draws(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[0], other[0])
+
+
 # ------------------------------------------------------------------------------------------- --check by header
 
 
