@@ -50,8 +50,9 @@ def main(argv=None) -> int:
     check_threshold(args.threshold, "--threshold")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
-    for path in expand_checkpoints(args.checkpoints):
-        require_file(path, "checkpoint")
+    for path in args.checkpoints:  # a run folder is expanded to its best.pt files once the libraries load
+        if not Path(path).is_dir():
+            require_file(path, "checkpoint")
     for path in args.csvs:
         require_file(path, "submission file")
     for path in args.probs:
@@ -69,24 +70,17 @@ def main(argv=None) -> int:
     return soft_voting(args)
 
 
-def expand_checkpoints(paths: list[str]) -> list[Path]:
-    """A run folder stands for its fold checkpoints (k-fold runs) or its own best.pt."""
-    out = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(path.glob("fold*/best.pt")) or sorted(path.glob("best.pt"))
-            if not found:
-                raise UserError(f"{path}: run folder without best.pt or fold*/best.pt")
-            out.extend(found)
-        else:
-            out.append(path)
-    return out
-
-
 def soft_voting(args) -> int:
-    from trainer.inference import check_members, load_members, load_probs_member, parse_thresholds
+    from tasks.registry import build_task
+    from trainer.inference import (
+        check_members,
+        expand_checkpoints,
+        load_members,
+        load_probs_member,
+        parse_thresholds,
+        write_submission,
+    )
     from trainer.runtime import setup_runtime
-    from trainer.submissions import build_submission
     from utils.config import TrainerConfig
 
     checkpoints = expand_checkpoints(args.checkpoints)
@@ -106,28 +100,26 @@ def soft_voting(args) -> int:
     members += [load_probs_member(d, w) for d, w in zip(args.probs, weights[len(checkpoints):])]
     classes = check_members(members)
     thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
-    task = members[0].cfg.task if checkpoints else _task(args.config)
-    submission = build_submission(task)
-    submission.test_samples(task, root)  # the test set --check expects: found, not empty, names unique
-    count = submission.write(members, root, args.out, runtime, thresholds=thresholds, num_workers=args.workers,
-                             progress=not args.no_progress)
+    task = members[0].task if checkpoints else build_task(_config(args.config))
+    task.submission.test_samples(root)  # the test set --check expects: found, not empty, names unique
+    count = write_submission(members, task, root, args.out, runtime, thresholds=thresholds,
+                             num_workers=args.workers, progress=not args.no_progress)
     print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")
     return 0
 
 
 def hard_voting(args) -> int:
-    from trainer.submissions import build_submission
+    from tasks.registry import build_task
 
-    task = _task(args.config)
-    print(build_submission(task).hard_vote(args.csvs, args.min_votes, args.out, args.data, task.classes))
+    print(build_task(_config(args.config)).submission.hard_vote(args.csvs, args.min_votes, args.out, args.data))
     return 0
 
 
-def _task(config: str | None):
-    """The task of --config, or the hand-bone task when none is given."""
+def _config(config: str | None):
+    """--config, or the hand-bone task's base when none is given."""
     from utils.config import load_config
 
-    return load_config(config or Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml").task
+    return load_config(config or Path(__file__).parent / "configs" / "_base_" / "hand_bones.yaml")
 
 
 if __name__ == "__main__":

@@ -50,24 +50,24 @@ def main(argv=None) -> int:
     check_arguments(args)  # before the libraries load: a wrong path or flag costs no import time
     if args.check and not args.checkpoint:
         return check(args.check, args.data, args.config)
-    from trainer.inference import load_member, member_config, parse_thresholds
-    from trainer.modes import build_mode
+    from tasks.registry import build_task
+    from trainer.inference import load_member, member_config, parse_thresholds, write_submission
     from trainer.runtime import setup_runtime
-    from trainer.submissions import build_submission
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     from trainer.checkpoint import load_checkpoint
 
     state = load_checkpoint(args.checkpoint)
     cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
+    task = build_task(cfg)
     threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
     thresholds = None if args.tune_thresholds else parse_thresholds(threshold, args.thresholds, cfg.task.classes)
     if not args.tune_thresholds:
-        build_submission(cfg.task).test_samples(cfg.task, cfg.data.root)  # the test set --check expects
+        task.submission.test_samples(cfg.data.root)  # the test set --check expects, before the model is loaded
     runtime = setup_runtime(cfg.trainer)
     member = load_member(args.checkpoint, cfg, runtime, state=state)
     if args.tune_thresholds:
-        if build_mode(cfg.task.mode).name != "multilabel":
+        if not task.mode.thresholded:
             raise UserError(f"--tune-thresholds: task.mode {cfg.task.mode} predicts by argmax, without thresholds")
         from trainer.thresholds import tune_thresholds
         from utils.files import write_text_atomic
@@ -77,9 +77,9 @@ def main(argv=None) -> int:
               f"{result['val_dice']:.4f} with per-class thresholds ({result['images']} images); "
               f"saved to {args.tune_thresholds}")
         return 0
-    n = build_submission(cfg.task).write([member], cfg.data.root, args.out, runtime, thresholds=thresholds,
-                                         save_probs=args.save_probs, save_masks=args.save_masks,
-                                         num_workers=args.workers, progress=not args.no_progress)
+    n = write_submission([member], task, cfg.data.root, args.out, runtime, thresholds=thresholds,
+                         save_probs=args.save_probs, save_masks=args.save_masks, num_workers=args.workers,
+                         progress=not args.no_progress)
     print(f"wrote {args.out}: {n} images x {len(cfg.task.classes)} classes")
     return 0
 
@@ -99,8 +99,10 @@ def check_arguments(args) -> None:
         check_threshold(args.threshold, "--threshold")
     if args.save_probs and Path(args.save_probs).is_file():
         raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
-    if args.checkpoint:
-        check_output_file(args.tune_thresholds or args.out, "--tune-thresholds" if args.tune_thresholds else "--out")
+    if args.checkpoint and args.tune_thresholds:
+        check_output_file(args.tune_thresholds, "--tune-thresholds")
+    elif args.checkpoint:
+        check_output_file(args.out)
 
 
 def submission_config(csv_path) -> Path:
@@ -119,7 +121,7 @@ def submission_config(csv_path) -> Path:
 
 
 def check(csv_path, data_root, config) -> int:
-    from trainer.submissions import build_submission
+    from tasks.registry import build_task
     from utils.config import load_config
 
     cfg = load_config(config or submission_config(csv_path))
@@ -127,7 +129,7 @@ def check(csv_path, data_root, config) -> int:
     if not root:
         raise UserError("give --data ROOT for --check")
     require_dir(root, "data root")
-    problems = build_submission(cfg.task).validate(csv_path, root, cfg.task.classes)
+    problems = build_task(cfg).submission.validate(csv_path, root)
     for line in problems:
         print(line)
     if not problems:

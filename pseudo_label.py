@@ -47,9 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ensemble import expand_checkpoints
+    from pathlib import Path
+
     from utils.cli import check_threshold, check_workers, require_dir, require_file
     from utils.errors import UserError
+    from utils.files import check_new_folder
 
     # the checks that need no model come first, before the libraries load (importing them takes seconds)
     check_threshold(args.threshold, "--threshold")
@@ -58,15 +60,15 @@ def main(argv=None) -> int:
         raise UserError("--min-confidence: nan is not a number")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
-    checkpoints = expand_checkpoints(args.checkpoints)
-    for path in checkpoints:
-        require_file(path, "checkpoint")
+    for path in args.checkpoints:  # a run folder is expanded to its best.pt files once the libraries load
+        if not Path(path).is_dir():
+            require_file(path, "checkpoint")
     require_dir(args.data, "data root")
-    from data.pseudo import check_out_dir
+    check_new_folder(args.out)  # the layout's own rule follows once the checkpoint names it
 
-    out = check_out_dir(args.out)
-    from data.formats import build_format
-    from trainer.inference import check_members, iter_full_size_probs, load_members
+    from trainer.inference import check_members, expand_checkpoints, iter_full_size_probs, load_members
+
+    checkpoints = expand_checkpoints(args.checkpoints)
 
     weights = args.weights or [1.0] * len(checkpoints)
     if len(weights) != len(checkpoints):
@@ -75,17 +77,18 @@ def main(argv=None) -> int:
         raise UserError("--weights must be non-negative with a positive sum")
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     members, runtime = load_members(checkpoints, weights, overrides, args.tta)
-    classes = check_members(members)
+    check_members(members)
+    layout = members[0].task.layout  # hand-bone folders, a COCO JSON, ...
+    out = layout.check_pseudo_out(args.out)
     root = args.data or members[0].cfg.data.root
     if not root:
         raise UserError("give --data ROOT (the checkpoint's config has no data.root)")
-    fmt = build_format(members[0].cfg.task.format, classes)  # hand-bone folders or a COCO JSON
-    samples = fmt.test_samples(root)
+    samples = layout.test_samples(root)
     info = {"data": str(root), "checkpoints": [str(c) for c in checkpoints], "weights": weights,
             "tta": [m.cfg.predict.tta for m in members]}
-    predictions = iter_full_size_probs(members, samples, runtime, args.workers, not args.no_progress,
-                                       desc="pseudo-label", read_image=fmt.read_image)
-    report, summary = fmt.write_pseudo_labels(predictions, out, classes, args.threshold, args.min_confidence, info)
+    predictions = iter_full_size_probs(members, samples, runtime, layout.read_image, args.workers,
+                                       not args.no_progress, desc="pseudo-label")
+    report, summary = layout.write_pseudo_labels(predictions, out, args.threshold, args.min_confidence, info)
 
     scores = list(report.confidences.values())
     print(f"kept {len(report.kept)} of {len(scores)} test images with confidence >= {args.min_confidence} "

@@ -30,13 +30,22 @@ def main(argv=None) -> int:
     from tracking.checks import check_tracking
     from trainer.checkpoint import check_finite, load_checkpoint, nothing_left
     from trainer.rundir import prepare_run_dir, write_run_info
-    from utils.config import from_dict, load_config
+    from utils.config import from_dict, load_config, secret_values
 
     state = load_checkpoint(args.resume) if args.resume else None
     if args.config:
         cfg = load_config(args.config, args.overrides)
     else:
         cfg = from_dict(state["config"], source=args.resume, overrides=args.overrides)
+    check_tracking(cfg)  # a missing tracking package or webhook variable: one line before any work
+    from models.factory import check_model  # the model libraries load from here on
+    from tasks.registry import build_task
+    from tracking.build import build_tracking, tracking_factory
+    from trainer.kfold import parse_folds, train_folds
+    from trainer.runtime import setup_runtime, shutdown
+    from trainer.trainer import Trainer
+
+    build_task(cfg)  # layout, mode and submission fit together: checked before the run folder is made
     if state is not None:
         check_resume_model(state, cfg, args.resume)
         check_finite(state, args.resume)
@@ -44,20 +53,15 @@ def main(argv=None) -> int:
         if done:
             print(f"{args.resume}: {done}; nothing to do")
             return 0
-    check_tracking(cfg)  # a missing tracking package or webhook variable: one line before any work
-    from tracking.build import build_tracking, tracking_factory  # the model libraries load from here on
-    from trainer.kfold import parse_folds, train_folds
-    from trainer.runtime import setup_runtime, shutdown
-    from trainer.trainer import Trainer
-
-    folds = parse_folds(args.folds, cfg.data.n_splits) if args.folds else None
+    folds = parse_folds(args.folds, cfg.data.n_splits, cfg.data.split) if args.folds else None
+    check_model(cfg.model, len(cfg.task.classes))  # a misfit fails before the run folder is touched
     run_dir = Path(args.out) if args.out else (Path(args.resume).parent if args.resume else Path("runs") / cfg.name)
     prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     runtime = setup_runtime(cfg.trainer)
     if runtime.is_main:
-        write_run_info(run_dir, sys.argv if argv is None else ["train.py", *argv])
+        write_run_info(run_dir, sys.argv if argv is None else ["train.py", *argv], secret_values(cfg))
     try:
-        if folds is not None:
+        if folds:
             # every fold in the store of the runs folder, named <run>/fold<k> and tagged with the run
             train_folds(cfg, run_dir, folds, runtime, not args.no_progress,
                         callbacks_for=tracking_factory(runtime.is_main, run_dir.parent, group=run_dir.name))

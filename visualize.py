@@ -11,6 +11,7 @@ from pathlib import Path
 
 from utils.cli import add_config_args, require_dir, require_file, run_main
 from utils.errors import UserError
+from utils.files import check_output_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -23,10 +24,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     augment.add_argument("--out", default="augment.png", help="output PNG (default augment.png)")
     augment.add_argument("--no-progress", action="store_true", help="no progress bars")
     submission = commands.add_parser("submission", help="grid of a submission's masks on the test images")
-    submission.add_argument("--csv", required=True, help="submission CSV (image_name,class,rle)")
-    submission.add_argument("--data", required=True, metavar="ROOT", help="dataset root with test/DCM/")
+    submission.add_argument("--csv", required=True, help="submission file of the task (e.g. image_name,class,rle)")
+    submission.add_argument("--data", required=True, metavar="ROOT", help="dataset root with the test images")
     submission.add_argument("--classes-from", default="configs/_base_/hand_bones.yaml", metavar="CONFIG",
-                            help="config whose task.classes the CSV uses (default: the hand-bone classes)")
+                            help="config of the task the submission is written for: classes, layout and format "
+                            "(default: the hand-bone task)")
     submission.add_argument("--n", type=int, default=8, help="images (default 8)")
     submission.add_argument("--out", default="submission.png", help="output PNG (default submission.png)")
     return parser.parse_args(argv)
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.n < 1 or getattr(args, "draws", 1) < 1:
         raise UserError("--n and --draws must be at least 1")
+    check_output_file(args.out)  # before the work: a folder, a missing folder (the write itself is atomic_path's)
     if args.command == "augment":  # files checked before the libraries load (seconds of CPU)
         require_file(args.config, "config file")
     else:
@@ -52,8 +55,10 @@ def main(argv=None) -> int:
         path = augment_grid(cfg, setup_runtime(cfg.trainer), args.n, args.draws, Path(args.out),
                             not args.no_progress)
     else:
-        classes = load_config(args.classes_from).task.classes
-        path = submission_grid(args.csv, args.data, classes, args.n, Path(args.out))
+        from tasks.registry import build_task
+
+        task = build_task(load_config(args.classes_from))
+        path = submission_grid(args.csv, args.data, task, args.n, Path(args.out))
     print(f"wrote {path}")
     return 0
 

@@ -12,8 +12,8 @@ from analysis.run import open_run
 from data.pipeline import prepare_fold
 from trainer.checkpoint import load_checkpoint
 from trainer.inference import load_member
-from trainer.modes import build_mode
 from trainer.runtime import setup_runtime
+from utils.files import check_output_folder
 
 MISMATCH = 0.02  # recomputed vs logged best Dice beyond this: warn that data or checkpoint may not be the run's
 
@@ -21,12 +21,13 @@ MISMATCH = 0.02  # recomputed vs logged best Dice beyond this: warn that data or
 def analyze_run(run_dir: str, checkpoint: str | None = None, data_root: str | None = None, k_worst: int = 6,
                 cleansing: int = 6, progress: bool = True) -> Path:
     run = open_run(run_dir, data_root)
+    check_output_folder(run.folder / "report", flag="")  # before the analysis, not after it
     path = Path(checkpoint) if checkpoint else run.folder / "best.pt"
     state = load_checkpoint(path)
     runtime = setup_runtime(run.cfg.trainer)
     member = load_member(path, run.cfg, runtime, state=state)
-    data = prepare_fold(run.cfg, runtime, progress)
-    if build_mode(run.cfg.task.mode).label_kind == "map":  # one label per pixel: argmax maps, mIoU
+    data = prepare_fold(run.cfg, member.task.layout, runtime, progress)
+    if member.task.mode.label_kind == "map":  # one label per pixel: argmax maps, mIoU
         return _analyze_multiclass(run, member, data, path, checkpoint is None, k_worst, cleansing, progress)
     analysis = analyze_fold(member, data, runtime, k_worst, cleansing, progress)
     recomputed, best = float(analysis.dice_matrix.mean()), run.best

@@ -14,7 +14,7 @@ from pathlib import Path
 from analysis.run import open_run
 from utils.config import to_dict
 from utils.errors import UserError
-from utils.files import write_text_atomic
+from utils.files import check_output_folder, make_folder, write_text_atomic
 
 IGNORED_PREFIXES = ("logging.", "name")  # keys that never change a result
 
@@ -94,9 +94,9 @@ def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def write_comparison(folders: list[str], out: str | Path) -> list[Path]:
+    check_output_folder(out)
     header, body = _cells(collect_rows(folders))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out)
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
     buffer = io.StringIO()

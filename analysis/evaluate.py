@@ -3,7 +3,7 @@ and per-class Dice, Dice at every threshold, confusion between bones, boundary e
 images; then (optionally) a pass over the training images at training resolution for label-error candidates.
 Only accumulators and K small overlays are kept, so memory stays flat over any number of images.
 
-Every measure comes from trainer.fullsize.FullSizeProbs: per class, the box outside which no pixel can exceed the
+Every measure comes from modes.fullsize.FullSizeProbs: per class, the box outside which no pixel can exceed the
 threshold and the exact full-size values inside it, with the packed truth unpacked only where needed; the numbers
 equal those of the full-size maps (analysis.measures' reference functions; tests/test_analyze.py checks it) at a
 cost that follows the bones, not the image."""
@@ -22,9 +22,9 @@ from analysis.measures import BoundaryStats, BoxMask, confusion_counts_boxes, tr
 from analysis.overlay import overlay_row, shrink
 from data.dataset import ImageDataset
 from data.pipeline import FoldData
-from trainer.fullsize import FullSizeProbs, bits_count, one_thread, unpack_box
+from modes.dice import DICE_EPS
+from modes.fullsize import FullSizeProbs, bits_count, one_thread, unpack_box
 from trainer.inference import ModelMember
-from trainer.metrics import DICE_EPS
 from trainer.thresholds import BINS, per_threshold_dice_boxes
 from transforms.cpu import build_cpu_transforms
 from utils.errors import UserError
@@ -75,7 +75,7 @@ def predicted_masks(probs: FullSizeProbs, threshold: float) -> list[BoxMask]:
 
 
 def image_dice(preds: list[BoxMask], bits: np.ndarray) -> np.ndarray:
-    """(C,) float64 Dice of one image, trainer.metrics.dice_per_class's definition, from boxes and packed truth."""
+    """(C,) float64 Dice of one image, modes.dice.dice_per_class's definition, from boxes and packed truth."""
     inter = np.zeros(len(preds))
     area = np.zeros(len(preds))
     for c, item in enumerate(preds):

@@ -12,15 +12,17 @@ import numpy as np
 
 from trainer.thresholds import BINS
 from utils.errors import UserError
-from utils.files import write_bytes_atomic
+from utils.files import atomic_path, write_bytes_atomic
 
 
 def save_png(fig, path: Path) -> Path:
-    """Written under a temporary name, then renamed: a crash never leaves a half-written PNG."""
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    """Written under a temporary name, then renamed (utils.files.atomic_path): a crash never leaves a half-written
+    PNG, and a full or read-only disk is one line naming it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

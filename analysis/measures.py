@@ -10,7 +10,7 @@ boundary pixel of the other), its mean and 95th percentile. Distances are exact 
 between the two boundaries' pixels), on each bone's bounding box only (a bone covers a few percent of a 2048 px
 image).
 
-The report computes both from per-class predicted boxes (trainer.fullsize.FullSizeProbs.masks) and the packed
+The report computes both from per-class predicted boxes (modes.fullsize.FullSizeProbs.masks) and the packed
 truth (`*_boxes` below), so its cost follows the bones; the full-mask functions are the reference definitions.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from trainer.fullsize import packed_box, unpack_box
+from modes.fullsize import packed_box, unpack_box
 
 BOUNDARY_NEAR = 2.0  # pixels: a wrong pixel this close to the true boundary counts as a boundary error
 DIST_BIN = 0.5  # surface distances are histogrammed, rounded to half a pixel, up to DIST_MAX (last bin: the rest)

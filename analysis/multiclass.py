@@ -1,6 +1,6 @@
 """analyze.py --run for a multiclass (one label per pixel, e.g. trash) run: the same pass over the validation fold
 as analysis.evaluate, but on argmax label maps: one (K, K) confusion matrix over the fold (truth x prediction,
-background included; the run's mIoU comes from it exactly as trainer.miou scores validation), per-image IoU,
+background included; the run's mIoU comes from it exactly as modes.miou scores validation), per-image IoU,
 boundary error per class, the K worst images and the training images the model disagrees with most."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from analysis.evaluate import OVERLAY_SIDE, _loader, _Worst
 from analysis.measures import BoundaryStats
 from analysis.overlay import ALPHA, FP_COLOR, class_colors, shrink
 from data.pipeline import FoldData
+from modes import Multiclass
+from modes.miou import scores
 from trainer.inference import ModelMember
-from trainer.miou import scores
-from trainer.modes import Multiclass
 from utils.errors import UserError
 
 
@@ -35,7 +35,7 @@ class MulticlassAnalysis:
         return np.stack(self.iou)
 
     def scores(self) -> tuple[float, list[float], float]:
-        """(mIoU, IoU per class, pixel accuracy) of the whole fold, trainer.miou's definition."""
+        """(mIoU, IoU per class, pixel accuracy) of the whole fold, modes.miou's definition."""
         return scores(torch.from_numpy(self.counts))
 
 

@@ -12,7 +12,7 @@ from analysis.measures import BOUNDARY_NEAR
 from analysis.overlay import BOTH_COLOR, FN_COLOR, FP_COLOR
 from analysis.run import Run
 from trainer.thresholds import BINS
-from utils.files import write_text_atomic
+from utils.files import make_folder, write_text_atomic
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}table{border-collapse:collapse;
 font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#eee}td:first-child{
@@ -35,8 +35,9 @@ def _epoch_rows(epochs: list[dict]) -> list[str]:
         cells = [("epoch", str(r["epoch"])), ("train_loss", _fmt(r.get("train_loss"))),
                  ("lr", _fmt(r.get("lr"), ".3e")), ("val_dice", _fmt(r.get("val_dice"))),
                  ("best_dice", _fmt(r.get("best_dice"))), ("seconds", _fmt(r.get("seconds"), ".1f"))]
-        rows.append("<tr>" + "".join(f'<td data-metric="{k}" data-epoch="{r["epoch"]}">{v}</td>' for k, v in cells)
-                    + "</tr>")
+        epoch = html.escape(str(r["epoch"]))  # every value from metrics.jsonl is escaped: the file may be edited
+        rows.append("<tr>" + "".join(f'<td data-metric="{k}" data-epoch="{epoch}">{html.escape(v)}</td>'
+                                     for k, v in cells) + "</tr>")
     return rows
 
 
@@ -72,7 +73,7 @@ def _swatch(color) -> str:
 
 
 def write_report(run: Run, a: FoldAnalysis, checkpoint: Path, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     dice = a.dice_matrix
     class_means = dice.mean(0)
     order = np.argsort(class_means)  # worst first
@@ -92,7 +93,7 @@ def write_report(run: Run, a: FoldAnalysis, checkpoint: Path, out: Path) -> Path
             f"<p>Validation Dice of the checkpoint, recomputed on {len(a.keys)} images at their original resolution "
             f"(threshold {a.threshold:g}): <b id='recomputed-dice'>{float(class_means.mean()):.4f}</b>. Best in "
             f"metrics.jsonl: <b id='best-dice'>{_fmt(best['val_dice'] if best else None)}</b> "
-            f"(epoch <span id='best-epoch'>{best['epoch'] if best else '–'}</span>).</p>",
+            f"(epoch <span id='best-epoch'>{html.escape(str(best['epoch'])) if best else '–'}</span>).</p>",
             "<h2>Learning curves</h2>",
             f"<img src='{figures.learning_curves(run.epochs, out / 'curves.png')}' alt='learning curves'>",
             f"<img src='{figures.per_class_curves(run.epochs, a.classes, out / 'per_class_curves.png')}' "

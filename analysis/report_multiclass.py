@@ -14,7 +14,7 @@ from analysis.multiclass import MulticlassAnalysis, row_normalised
 from analysis.overlay import FP_COLOR
 from analysis.report import STYLE, _fmt, _overlays, _swatch, _table
 from analysis.run import Run
-from utils.files import write_text_atomic
+from utils.files import make_folder, write_text_atomic
 
 
 def learning_curves(epochs: list[dict], path: Path) -> str:
@@ -75,12 +75,12 @@ def _epoch_rows(epochs: list[dict]) -> list[str]:
     for r in epochs:
         cells = [str(r["epoch"]), _fmt(r.get("train_loss")), _fmt(r.get("lr"), ".3e"), _fmt(r.get("val_miou")),
                  _fmt(r.get("val_pixel_accuracy")), _fmt(r.get("seconds"), ".1f")]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")  # from metrics.jsonl
     return rows
 
 
 def write_report_multiclass(run: Run, a: MulticlassAnalysis, checkpoint: Path, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     miou, iou, accuracy = a.scores()
     ranked = np.array([np.inf if v is None or np.isnan(v) else v for v in iou])
     order = np.argsort(ranked, kind="stable")  # worst first; classes in neither map last
@@ -101,7 +101,7 @@ def write_report_multiclass(run: Run, a: MulticlassAnalysis, checkpoint: Path, o
             f"(one confusion matrix over the fold): <b id='recomputed-miou'>{miou:.4f}</b>, pixel accuracy "
             f"<b id='recomputed-accuracy'>{accuracy:.4f}</b>. Best in metrics.jsonl: "
             f"<b id='best-miou'>{_fmt(best['val_miou'] if best else None)}</b> "
-            f"(epoch <span id='best-epoch'>{best['epoch'] if best else '–'}</span>).</p>",
+            f"(epoch <span id='best-epoch'>{html.escape(str(best['epoch'])) if best else '–'}</span>).</p>",
             "<h2>Learning curves</h2>",
             f"<img src='{learning_curves(run.epochs, out / 'curves.png')}' alt='learning curves'>",
             _table(["epoch", "train loss", "lr", "val mIoU", "pixel accuracy", "seconds"], _epoch_rows(run.epochs)),

@@ -11,15 +11,11 @@ from analysis.figures import save_png
 from analysis.multiclass import color_labels
 from analysis.overlay import class_colors, color_masks, shrink
 from data.dataset import TrainDataset, unpack_mask_bits
-from data.handbone import read_image, scan_split
 from data.pipeline import prepare_fold
-from trainer.modes import build_mode
+from tasks.registry import Task, build_task
 from transforms.cpu import build_cpu_transforms
 from transforms.gpu import build_gpu_transforms
 from utils.config import Config
-from utils.errors import DataError
-from utils.rle import decode_rle
-from utils.submission import read_submission
 
 TILE = 384  # longer side of one tile (pixels)
 
@@ -56,7 +52,7 @@ def _grid(tiles: list[list[np.ndarray]], titles: list[list[str]], path: Path,
 def augment_tiles(cfg: Config, runtime, n_images: int, draws: int, progress: bool = True
                   ) -> tuple[list[list[np.ndarray]], list[list[str]]]:
     """Rows: training images; columns: independent draws of data.crop_size, transforms.train and transforms.gpu."""
-    data = prepare_fold(cfg, runtime, progress)
+    data = prepare_fold(cfg, build_task(cfg).layout, runtime, progress)
     indices = data.train_indices[:n_images]
     dataset = TrainDataset(data.cache, indices, build_cpu_transforms(cfg.transforms.train, "transforms.train"),
                            cfg.data.crop_size)
@@ -89,31 +85,28 @@ def augment_tiles(cfg: Config, runtime, n_images: int, draws: int, progress: boo
 
 
 def augment_grid(cfg: Config, runtime, n_images: int, draws: int, out: Path, progress: bool = True) -> Path:
-    legend = class_legend(cfg.task.classes, label_maps=build_mode(cfg.task.mode).label_kind == "map")
+    legend = class_legend(cfg.task.classes, label_maps=build_task(cfg).mode.label_kind == "map")
     return _grid(*augment_tiles(cfg, runtime, n_images, draws, progress), out, legend)
 
 
-def submission_tiles(csv_path: str, data_root: str, classes: list[str], n_images: int
+def submission_tiles(csv_path: str, data_root: str, task: Task, n_images: int
                      ) -> tuple[list[np.ndarray], list[str]]:
-    """The first n images of a submission, each mask decoded at its test image's size and overlaid."""
-    rles = read_submission(csv_path, classes)
-    samples = {Path(s.key).name: s for s in scan_split(data_root, "test")}
+    """The first n images of a submission (the task's format), each mask at its test image's size, overlaid."""
     tiles, titles = [], []
-    for name in list(rles)[:n_images]:
-        if name not in samples:
-            raise DataError(f"{csv_path}: image {name!r} is not a test image of {data_root}")
-        image = read_image(samples[name].image)
-        try:
-            masks = np.stack([decode_rle(rle, *image.shape) for rle in rles[name]]).astype(bool)
-        except ValueError as e:
-            raise DataError(f"{csv_path}: image {name!r}: {e}") from None
+    for sample, masks in task.submission.decode(csv_path, data_root):
+        if len(tiles) == n_images:
+            break
+        image = task.layout.read_image(sample.image)
+        if image.ndim == 3:  # the overlay colours classes on a gray picture
+            image = image.mean(2).astype(np.uint8)
         tiles.append(color_masks(shrink(image, TILE), shrink(masks, TILE)))
-        titles.append(name)
+        titles.append(sample.key)
     return tiles, titles
 
 
-def submission_grid(csv_path: str, data_root: str, classes: list[str], n_images: int, out: Path) -> Path:
-    tiles, titles = submission_tiles(csv_path, data_root, classes, n_images)
+def submission_grid(csv_path: str, data_root: str, task: Task, n_images: int, out: Path) -> Path:
+    tiles, titles = submission_tiles(csv_path, data_root, task, n_images)
     cols = min(4, len(tiles)) or 1
     return _grid([tiles[i:i + cols] for i in range(0, len(tiles), cols)],
-                 [titles[i:i + cols] for i in range(0, len(titles), cols)], out, class_legend(classes))
+                 [titles[i:i + cols] for i in range(0, len(titles), cols)], out,
+                 class_legend(task.classes, label_maps=task.layout.label_kind == "map"))

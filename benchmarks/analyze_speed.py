@@ -33,9 +33,9 @@ from analysis.evaluate import analyze_fold
 from analysis.report import write_report
 from analysis.run import open_run
 from data.dataset import ImageDataset
+from modes.fullsize import FullSizeProbs, one_thread
 from trainer import fullsize
 from trainer.checkpoint import load_checkpoint, unwrap
-from trainer.fullsize import FullSizeProbs, one_thread
 from trainer.inference import load_member
 from trainer.runtime import setup_runtime
 from trainer.thresholds import per_threshold_dice_boxes
@@ -85,7 +85,7 @@ class OraclePredictor:
 
 
 def histogram_paths(member, data) -> tuple[float, float]:
-    """Dice-against-threshold histograms of the validation images by quads (trainer.fullsize.bin_counts) and by
+    """Dice-against-threshold histograms of the validation images by quads (modes.fullsize.bin_counts) and by
     binning every pixel of the boxes (the fallback path): thread CPU seconds per image, one thread, equal results."""
     dataset = ImageDataset(data.cache, data.val_indices, build_cpu_transforms(member.cfg.transforms.val, "val"))
     images = [(member.predictor(item["image"][None])[0], data.truth_index[item["index"]]) for item in dataset]

@@ -39,8 +39,8 @@ def main() -> None:
     args = p.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from data.handbone import scan_split
     from data.splits import group_kfold
+    from tasks.handbone.reader import scan_split
     from utils.config import load_config
 
     cfg = load_config(ROOT / args.config, args.overrides)

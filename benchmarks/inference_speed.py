@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data.handbone import rasterize, read_image, read_polygons, resize_image, scan_split
+from tasks.handbone.reader import rasterize, read_polygons, scan_split
+from tasks.handbone.submission import SubmissionWriter
 from trainer.inference import (
     PROBS_SCALE,
     ModelMember,
@@ -51,8 +52,8 @@ from trainer.inference import (
 )
 from trainer.predictor import to_full_size
 from trainer.runtime import setup_runtime
+from utils.images import read_gray, resize_image
 from utils.rle import encode_rle_batch
-from utils.submission import SubmissionWriter
 
 
 def old_submission(members: list, data_root, out, thresholds: torch.Tensor, runtime, num_workers: int) -> int:
@@ -61,7 +62,7 @@ def old_submission(members: list, data_root, out, thresholds: torch.Tensor, runt
     samples = scan_split(data_root, "test")
     thresholds = thresholds.to(runtime.device).view(-1, 1, 1)
     models = [m for m in members if isinstance(m, ModelMember)]
-    loader = DataLoader(TestImages(samples, models), batch_size=None, num_workers=num_workers,
+    loader = DataLoader(TestImages(samples, models, read_gray), batch_size=None, num_workers=num_workers,
                         prefetch_factor=4 if num_workers else None)
     total_weight = sum(m.weight for m in members)
     with SubmissionWriter(out, classes) as writer, ThreadPoolExecutor(1) as background:
@@ -91,7 +92,7 @@ def make_oracle(data: Path, count: int, size: int, classes: list[str], folder: P
     """A test root of the first `count` train images and a --probs folder of their blurred, downsampled truth."""
     root, probs = folder / "root", folder / "probs"
     for sample in scan_split(data, "train")[:count]:
-        image = read_image(sample.image)
+        image = read_gray(sample.image)
         link = root / "test" / "DCM" / sample.key
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(sample.image.resolve())
@@ -114,7 +115,8 @@ def run_path(args) -> None:
     thresholds = parse_thresholds(cfg.trainer.threshold, None, cfg.task.classes)
     write = write_submission if args.path == "new" else old_submission
     start, cpu = time.perf_counter(), time.process_time()
-    n = (write(members, args.data, args.out, thresholds, runtime, num_workers=args.workers, progress=False)
+    n = (write(members, members[0].task, args.data, args.out, runtime, thresholds, num_workers=args.workers,
+               progress=False)
          if args.path == "new" else write(members, args.data, args.out, thresholds, runtime, args.workers))
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
@@ -158,7 +160,7 @@ def main() -> None:
             data = make_oracle(Path(args.data), args.oracle, cfg.data.image_size, cfg.task.classes, tmp)
             extra = ["--probs", str(tmp / "probs")]
         samples = scan_split(data, "test")
-        first = read_image(samples[0].image)
+        first = read_gray(samples[0].image)
         x = torch.from_numpy(resize_image(first, cfg.data.image_size))[None, None].to(runtime.device)
         member.predictor(x)
         sync = torch.cuda.synchronize if runtime.device.type == "cuda" else (lambda: None)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.handbone import scan_split
+from tasks.handbone.reader import scan_split
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
 from utils.config import load_config

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from data.dataset import unpack_mask_bits
-from trainer.metrics import DiceScore
+from modes.dice import DiceScore
 from trainer.predictor import to_full_size
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from campaign import study as studies
 from campaign.plan import DUPLICATE_ATTR, QUEUE_ATTR
 from utils.errors import UserError
-from utils.files import write_text_atomic
+from utils.files import check_output_folder, make_folder, write_text_atomic
 
 PLOTS = {"history": "plot_optimization_history", "importance": "plot_param_importances",
          "parallel": "plot_parallel_coordinate"}
@@ -70,7 +70,7 @@ def csv_text(columns: list[str], table: list[dict]) -> str:
 def html_text(columns: list[str], table: list[dict], title: str, plots: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in columns) + "</tr>" for r in table)
-    links = " ".join(f'<a href="{p}">{p}</a>' for p in plots)
+    links = " ".join(f'<a href="{html.escape(p)}">{html.escape(p)}</a>' for p in plots)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
             f"<h1>Campaign {html.escape(title)}</h1><p>{links}</p><table><tr>{head}</tr>{body}</table></body></html>\n")
@@ -93,7 +93,7 @@ def write_plots(study, out_dir: Path) -> list[str]:
 
 
 def write_report(name: str, storage: str | None, out: str | None) -> Path:
-    out_dir = Path(out) if out else Path("runs") / name
+    out_dir = check_output_folder(Path(out) if out else Path("runs") / name, "--out" if out else "")
     if storage is None:
         if not (out_dir / "study.db").is_file():
             raise UserError(f"{out_dir / 'study.db'}: no such study database (give --storage URL for another one)")
@@ -102,7 +102,7 @@ def write_report(name: str, storage: str | None, out: str | None) -> Path:
     columns, table = rows(study)
     if not table:
         raise UserError(f"study {name!r}: no trial has run yet")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     plots = write_plots(study, out_dir)
     write_text_atomic(out_dir / "report.md", markdown(columns, table, name))
     write_text_atomic(out_dir / "report.csv", csv_text(columns, table))

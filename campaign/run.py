@@ -15,6 +15,7 @@ from campaign.space import load_space
 from tracking.checks import check_tracking
 from utils.config import from_dict, load_config, to_dict
 from utils.errors import UserError
+from utils.files import check_output_folder, make_folder
 
 # every trial's config starts from these (the user's --set comes after them and wins): a finished trial keeps
 # best.pt only, which is what the report and ensembles use (--set trainer.keep_last=true keeps last.pt too)
@@ -44,6 +45,7 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
         raise UserError("--devices: give GPU ids, e.g. --devices 0,1")
     if workers < 1:
         raise UserError(f"--workers: must be at least 1, got {workers}")
+    check_heartbeat(heartbeat, grace)
     studies.build_pruner(prune)  # a wrong name fails here, before any training
 
     overrides = [*TRIAL_DEFAULTS, *overrides]
@@ -54,9 +56,9 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
     if parsed is not None and not parsed.all_grid and trials is None:
         raise UserError(f"{space}: the space samples values, so say how many trials: --trials N")
     name = name or (f"{Path(config).stem}-{Path(space).stem}" if space else Path(queue[0]).stem)
-    out_dir = Path(out) if out else Path("runs") / name
+    out_dir = check_output_folder(Path(out) if out else Path("runs") / name, "--out" if out else "")
     if storage is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(out_dir)
         storage = studies.default_storage(out_dir)
     campaign = Campaign(name=name, storage=storage, out=str(out_dir), config=config, overrides=list(overrides),
                         space=parsed, queue_size=len(entries), trials=trials, heartbeat=heartbeat or None,
@@ -88,6 +90,17 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
               file=sys.stderr)
         return 1
     return 0
+
+
+def check_heartbeat(heartbeat: int, grace: int | None) -> None:
+    """Seconds between a worker's heartbeats (0: off) and of silence before its trial counts as dead: a grace that
+    is not longer than the heartbeat would fail live trials."""
+    if heartbeat < 0:
+        raise UserError(f"--heartbeat: must be 0 (off) or a number of seconds, got {heartbeat}")
+    if grace is not None and heartbeat == 0:
+        raise UserError("--grace: has no effect with --heartbeat 0 (no heartbeat, so no trial is ever found silent)")
+    if grace is not None and grace <= heartbeat:
+        raise UserError(f"--grace: must be longer than --heartbeat ({heartbeat} s), got {grace}")
 
 
 def summarise(study) -> tuple[str, list[int]]:

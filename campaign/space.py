@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.registry import build_task
 from utils.config import load_config, read_yaml
 from utils.errors import ConfigError
 
@@ -84,7 +85,7 @@ def load_space(path: str | Path, base_config: str | Path, overrides: list[str] =
     raw = read_yaml(path)
     if not raw:
         raise ConfigError(f"{path}: the space is empty (map config keys to {{grid: [...]}}, {{loguniform: ...}}, ...)")
-    load_config(base_config, overrides)  # the base itself first, so that its own errors name it
+    build_task(load_config(base_config, overrides))  # the base itself first, so that its own errors name it
     dimensions = tuple(_dimension(str(path), str(key), spec) for key, spec in raw.items())
     space = Space(str(path), dimensions)
     for dim in dimensions:
@@ -128,7 +129,7 @@ def _dimension(source: str, key: str, spec) -> Dimension:
 def _check_value(space: Space, dim: Dimension, value, base_config, overrides) -> None:
     """Build the config with `dim.key` set to `value`; a schema error names the space file and the key."""
     try:
-        load_config(base_config, list(overrides) + [f"{dim.key}={json.dumps(value)}"])
+        build_task(load_config(base_config, list(overrides) + [f"{dim.key}={json.dumps(value)}"]))
     except ConfigError as e:
         message = str(e).removeprefix(f"{base_config}: ")
         raise ConfigError(f"{space.source}: {dim.key}={json.dumps(value)}: {message}") from None

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data.formats import build_format
 from utils.errors import UserError
 from utils.files import os_reason
 
@@ -111,7 +110,7 @@ class SampleCache:
         self.__init__(state["folder"])
 
 
-def cache_key(samples: list, classes: list[str], size: int | None, fmt_name: str = "handbone") -> str:
+def cache_key(samples: list, classes: list[str], size: int | None, layout_id: str = "handbone") -> str:
     """A hash of everything the cache content depends on."""
     files = []
     for s in samples:
@@ -120,8 +119,8 @@ def cache_key(samples: list, classes: list[str], size: int | None, fmt_name: str
                 st = path.stat()
                 files.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
     content = {"version": CACHE_VERSION, "classes": classes, "size": size, "files": files}
-    if fmt_name != "handbone":  # keeps the hand-bone keys of earlier versions
-        content["format"] = fmt_name
+    if layout_id != "handbone":  # keeps the hand-bone keys of earlier versions
+        content["format"] = layout_id
     payload = json.dumps(content)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
@@ -156,14 +155,15 @@ def read_index(folder: Path) -> dict:
     return index
 
 
-def open_cache(samples: list, classes: list[str], size: int | None, cache_dir: str | Path,
-               workers: int = 0, progress: bool = True, fmt=None) -> SampleCache:
+def open_cache(samples: list, layout, size: int | None, cache_dir: str | Path, workers: int = 0,
+               progress: bool = True) -> SampleCache:
     """Return the cache for these samples at `size` (None = original size), building it if missing or stale,
-    and rebuilding it (with a warning) if damaged. Safe for many processes at once: one builds, the others wait."""
+    and rebuilding it (with a warning) if damaged. Safe for many processes at once: one builds, the others wait.
+    `layout` (the task's, tasks/) reads and rasterizes each sample and names its classes."""
     cache_dir = Path(cache_dir)
     label = "orig" if size is None else str(size)
-    fmt = fmt or build_format("handbone", classes)  # the dataset format reads and rasterizes (data/formats.py)
-    folder = cache_dir / f"{label}-{len(samples)}-{cache_key(samples, classes, size, fmt.name)}"
+    classes = layout.classes
+    folder = cache_dir / f"{label}-{len(samples)}-{cache_key(samples, classes, size, layout.cache_id)}"
     with contextlib.suppress(CacheDamaged):
         return SampleCache(folder)
     try:
@@ -182,7 +182,7 @@ def open_cache(samples: list, classes: list[str], size: int | None, cache_dir: s
                     raise UserError(f"{folder}: cannot remove the damaged cache ({os_reason(error)}); "
                                     f"delete it by hand") from None
         _remove_stale_temps(cache_dir, folder)
-        _build(samples, classes, size, folder, workers or os.cpu_count() or 1, progress, fmt)
+        _build(samples, classes, size, folder, workers or os.cpu_count() or 1, progress, layout)
     return SampleCache(folder)
 
 
@@ -221,12 +221,12 @@ def _remove_stale_temps(cache_dir: Path, own: Path) -> None:
 
 
 def _process(args) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], list[str]]:
-    """Decode, resize and rasterize one sample by its dataset format (runs in a worker process)."""
-    fmt, sample, classes, size = args
-    return fmt.process(sample, classes, size)
+    """Decode, resize and rasterize one sample by its layout (runs in a worker process)."""
+    layout, sample, size = args
+    return layout.process(sample, size)
 
 
-def _build(samples, classes, size, folder: Path, workers: int, progress: bool, fmt) -> None:
+def _build(samples, classes, size, folder: Path, workers: int, progress: bool, layout) -> None:
     """Build into a temporary folder and rename it (called with the cache's lock held). A full disk is a one-line
     error naming the file, with the temporary folder removed."""
     try:
@@ -236,7 +236,7 @@ def _build(samples, classes, size, folder: Path, workers: int, progress: bool, f
     has_masks = samples[0].annotation is not None
     try:
         start = time.time()
-        jobs = [(fmt, s, classes, size) for s in samples]
+        jobs = [(layout, s, size) for s in samples]
         entries, warnings = [], []
         image_offset = mask_offset = 0
         with open(tmp / "images.u8", "wb") as images_f, open(tmp / "masks.bits", "wb") as masks_f:
@@ -259,8 +259,8 @@ def _build(samples, classes, size, folder: Path, workers: int, progress: bool, f
                     pool.close()
                     pool.join()
         index = dict(version=CACHE_VERSION, keys=[s.key for s in samples], groups=[s.group for s in samples],
-                     classes=list(classes), size=size, has_masks=has_masks, label_kind=fmt.label_kind,
-                     channels=fmt.channels, entries=entries, warnings=warnings,
+                     classes=list(classes), size=size, has_masks=has_masks, label_kind=layout.label_kind,
+                     channels=layout.channels, entries=entries, warnings=warnings,
                      build_seconds=round(time.time() - start, 2),
                      file_sizes={name: (tmp / name).stat().st_size for name in DATA_FILES})
         index["checksum"] = _checksum(index)

@@ -1,5 +1,5 @@
 """From the config to cached, split data: generate the built-in dataset if asked, find the samples and split them
-(both owned by the task's dataset format, data/formats.py), oversample, cache."""
+(both owned by the task's layout, tasks/), oversample, cache."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from data.cache import SampleCache, open_cache
-from data.formats import build_format
+from data.oversample import class_factors, oversample_indices
 from utils.config import Config, DataConfig
 
 
@@ -28,31 +28,30 @@ class FoldData:
         return np.unique(self.train_indices[self.train_indices < self.n_labelled])
 
 
-def ensure_dataset(cfg: DataConfig, progress: bool = True, fmt=None) -> Path:
+def ensure_dataset(cfg: DataConfig, layout, progress: bool = True) -> Path:
     """The data root; the built-in synthetic dataset is generated there first when configured and missing."""
-    (fmt or build_format("handbone", [])).ensure(cfg, progress)
+    layout.ensure(cfg, progress)
     return Path(cfg.root)
 
 
-def prepare_fold(cfg: Config, runtime, progress: bool = True) -> FoldData:
-    """Rank 0 generates and caches; the other ranks wait, then open the same files."""
+def prepare_fold(cfg: Config, layout, runtime, progress: bool = True) -> FoldData:
+    """Rank 0 generates and caches; the other ranks wait, then open the same files. `layout`: the task's
+    (tasks.build_task(cfg).layout)."""
     d = cfg.data
-    fmt = build_format(cfg.task.format, cfg.task.classes)
     if runtime.is_main:
-        ensure_dataset(d, progress, fmt)
+        ensure_dataset(d, layout, progress)
     runtime.barrier()
-    samples, train_idx, val_idx, read_warnings = fmt.fold(d, cfg.trainer.seed)
+    samples, train_idx, val_idx, read_warnings = layout.fold(d, cfg.trainer.seed)
     val_samples = [samples[i] for i in val_idx]
-    pseudo = [s for source in d.pseudo_roots for s in fmt.pseudo_samples(d, source)]
+    pseudo = [s for source in d.pseudo_roots for s in layout.pseudo_samples(d, source)]
     n_labelled = len(samples)
     train_idx = np.concatenate([train_idx, np.arange(n_labelled, n_labelled + len(pseudo))]).astype(np.int64)
     samples = samples + pseudo  # after the split: pseudo-labelled images only ever train
 
     def open_all():
-        cache = open_cache(samples, cfg.task.classes, d.image_size, d.cache_dir, d.cache_workers, progress, fmt)
+        cache = open_cache(samples, layout, d.image_size, d.cache_dir, d.cache_workers, progress)
         same_size = all((e.height, e.width) == (e.orig_height, e.orig_width) for e in cache.entries)
-        truth = cache if same_size else open_cache(val_samples, cfg.task.classes, None, d.cache_dir,
-                                                   d.cache_workers, progress, fmt)
+        truth = cache if same_size else open_cache(val_samples, layout, None, d.cache_dir, d.cache_workers, progress)
         return cache, truth, same_size
 
     if runtime.is_main:
@@ -70,12 +69,10 @@ def prepare_fold(cfg: Config, runtime, progress: bool = True) -> FoldData:
     if d.oversample is not None:
         train_idx = _oversample(cfg, cache, train_idx, runtime.is_main)
     return FoldData(cache=cache, truth=truth, truth_index=truth_index, train_indices=train_idx, val_indices=val_idx,
-                    meta=fmt.meta(d.root), n_labelled=n_labelled)
+                    meta=layout.meta(d.root), n_labelled=n_labelled)
 
 
 def _oversample(cfg: Config, cache: SampleCache, train_idx: np.ndarray, verbose: bool) -> np.ndarray:
-    from data.oversample import class_factors, oversample_indices
-
     o = cfg.data.oversample
     presence = cache.class_presence()
     factors = class_factors(presence[train_idx], cfg.task.classes, o.factors, o.inverse_frequency, o.max_factor)

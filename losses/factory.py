@@ -70,14 +70,19 @@ MULTICLASS_LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy}  # one l
 
 
 class PluginTerm(nn.Module):
-    """A user's loss callable held as a module (so that one of its own, with parameters, moves with the model)."""
+    """A user's loss callable held as a module (so that one of its own, with parameters, moves with the model);
+    what it returns must be a one-element tensor, else the error names the plug-in (not the weighted sum)."""
 
-    def __init__(self, loss):
+    def __init__(self, loss, key: str, spec: str):
         super().__init__()
-        self.loss = loss
+        self.loss, self.key, self.spec = loss, key, spec
 
     def forward(self, logits, target):
-        return self.loss(logits, target)
+        value = self.loss(logits, target)
+        if not torch.is_tensor(value) or value.numel() != 1:
+            shown = f"a tensor of shape {tuple(value.shape)}" if torch.is_tensor(value) else f"a {type(value).__name__}"
+            raise ConfigError(f"{self.key}: the loss of {self.spec} returned {shown}, not a scalar tensor")
+        return value.reshape(())
 
 
 class WeightedSum(nn.Module):
@@ -138,4 +143,4 @@ def _plugin_term(spec: str, params: dict, key: str) -> nn.Module:
             from None
     except ValueError:
         pass
-    return loss if isinstance(loss, nn.Module) else PluginTerm(loss)
+    return PluginTerm(loss, key, spec)

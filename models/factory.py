@@ -8,8 +8,11 @@ which no maintained package here ships, are written once in this folder; "packag
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import pickletools
+import warnings
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -83,6 +86,16 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def check_model(cfg: ModelConfig, num_classes: int) -> None:
+    """Refuse an architecture, encoder and params that do not fit (HRNetOCR on a ResNet, a SwinUNETR feature_size
+    that is not a multiple of 12, an unknown name) before any data work or run folder: build the model and drop it.
+    A local weights file need only exist here (loading it twice would print its warnings twice). On the CPU, not
+    the meta device, where some encoders' constructors fail (Tensor.item() in timm's drop-path schedules)."""
+    local = _local_weights_path(cfg.encoder_weights)
+    build_model(dataclasses.replace(cfg, encoder_weights=None if local else cfg.encoder_weights, head_prior=None),
+                num_classes)
+
+
 def _build_or_explain(name: str, cfg: ModelConfig, build):
     """Library errors for a bad encoder name or size parameter, as one line naming the architecture."""
     try:
@@ -148,13 +161,7 @@ def _load_encoder_weights(encoder: nn.Module, path: Path, prefixes: tuple[str, .
     """Load the tensors of a state dict that fit the encoder (same name after dropping `prefixes`, same shape) and
     report the rest: weights pretrained for another shape (e.g. MONAI's 3-D Swin weights in the 2-D model) load
     where they can."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    state = _read_weights(path)
     state = {_strip_prefixes(k, prefixes): v for k, v in state.items()}
     own = encoder.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -169,6 +176,56 @@ def _load_encoder_weights(encoder: nn.Module, path: Path, prefixes: tuple[str, .
     if unused:
         print(f"warning: {path}: {len(unused)} tensors of the file do not fit the encoder (unknown name or another "
               f"shape) and were skipped (e.g. {unused[0]})")
+
+
+def _read_weights(path: Path) -> dict:
+    """The named tensors of a .safetensors file or of a torch file loaded with weights_only=True: a pickle that
+    would run code is refused without running it, and any other file is one line naming it."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError (a Rust exception type), OSError, ...
+            raise ConfigError(f"{path}: not a safetensors weights file ({_short(e)})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of files it then refuses
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, EOFError, RuntimeError, KeyError, ... for a foreign file
+        if _holds_python_objects(path, e):
+            raise ConfigError(f"{path}: not a weights file torch can load safely (it holds pickled Python objects, "
+                              "refused without running them)") from None
+        raise ConfigError(f"{path}: not a PyTorch/safetensors weights file ({_short(e)})") from None
+    if isinstance(state, dict):
+        state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: holds a {type(state).__name__}, not a state dict of named tensors")
+    return {k: v for k, v in state.items() if isinstance(k, str) and torch.is_tensor(v)}
+
+
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _holds_python_objects(path: Path, error: Exception) -> bool:
+    """Whether torch refused the file for naming Python objects (its weights-only unpickler says so for a zip
+    checkpoint; a plain pickle it only calls unsupported, so its opcodes are listed, never executed)."""
+    if "GLOBAL" in str(error):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(f))
+    except Exception:  # not a pickle at all (pickletools raises ValueError, or anything on random bytes)
+        return False
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    if "weights_only" in text:  # torch's advice to load with weights_only=False (run the file's code): not given
+        text = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip() \
+            if "WeightsUnpickler error:" in text else "a pickle torch does not know"
+    text = text[:160]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _strip_prefixes(key: str, prefixes: tuple[str, ...]) -> str:

@@ -16,10 +16,10 @@ from analysis.compare import write_comparison
 from analysis.evaluate import display_masks, image_dice, predicted_masks
 from analysis.measures import BoundaryStats, boundary, confusion_counts, confusion_counts_boxes, truth_boxes
 from analysis.overlay import shrink
+from modes.dice import dice_per_class
+from modes.fullsize import FullSizeProbs
 from tests.browser import open_page
 from tests.conftest import ROOT
-from trainer.fullsize import FullSizeProbs
-from trainer.metrics import dice_per_class
 from trainer.predictor import to_full_size
 from trainer.thresholds import per_threshold_dice, per_threshold_dice_boxes
 from utils.errors import UserError
@@ -40,10 +40,10 @@ def run_dir(tiny_checkpoint, tmp_path):
                            ignore=shutil.ignore_patterns("last.pt", "report"))
 
 
-def test_report_in_a_real_browser(run_dir, classes):
+def test_report_in_a_real_browser(chromium, run_dir, classes):
     index = analyze_run(str(run_dir), k_worst=2, cleansing=2, progress=False)
     assert index == run_dir / "report" / "index.html"
-    state, errors = open_page(index, PAGE_STATE)
+    state, errors = open_page(chromium, index, PAGE_STATE)
     state = json.loads(state)
     assert errors == []
     names = {i["src"] for i in state["images"]}

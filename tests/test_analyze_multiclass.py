@@ -13,10 +13,11 @@ import yaml
 
 from analysis.compare import write_comparison
 from analysis.multiclass import analyze_fold_multiclass, image_iou, label_confusion, row_normalised
-from data.coco import read_coco
 from data.pipeline import prepare_fold
-from data.pseudo_coco import write_pseudo_coco
-from data.synthetic_coco import generate
+from tasks.coco.pseudo import write_pseudo_coco
+from tasks.coco.reader import read_coco
+from tasks.coco.synthetic import generate
+from tasks.registry import build_task
 from tests.browser import open_page
 from tests.conftest import ROOT
 from tests.test_coco_task import DEMO, fit, run, trash_overrides
@@ -93,8 +94,8 @@ def test_analyze_multiclass_run(trash_run, trash_report):
     assert "warning" not in result.stderr
 
 
-def test_multiclass_report_in_a_real_browser(trash_run, trash_report):
-    state, errors = open_page(trash_report[1], PAGE_STATE)
+def test_multiclass_report_in_a_real_browser(chromium, trash_run, trash_report):
+    state, errors = open_page(chromium, trash_report[1], PAGE_STATE)
     state = json.loads(state)
     assert errors == []
     names = {i["src"] for i in state["images"]}
@@ -158,10 +159,10 @@ def test_cleansing_leaves_out_pseudo_labelled_images(trash_config, trash_run, tm
     write_pseudo_coco([(s, everything_paper, 1.0) for s in test], tmp_path / "pseudo.json", classes, 0.5, {})
     cfg = trash_config(f"data.pseudo_roots=[{tmp_path / 'pseudo.json'}]")
     runtime = setup_runtime(cfg.trainer)
-    data = prepare_fold(cfg, runtime, progress=False)
+    data = prepare_fold(cfg, build_task(cfg).layout, runtime, progress=False)
     pseudo = {data.cache.keys[i] for i in data.train_indices if i >= data.n_labelled}
     assert pseudo == {s.key for s in test}  # they do train
-    base = prepare_fold(plain, runtime, progress=False)
+    base = prepare_fold(plain, build_task(plain).layout, runtime, progress=False)
     labelled = {base.cache.keys[i] for i in base.train_indices}
     member = load_member(trash_run / "best.pt", cfg, runtime)
     analysis = analyze_fold_multiclass(member, data, k_worst=1, cleansing=len(data.cache), progress=False)

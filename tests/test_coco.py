@@ -11,14 +11,15 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from data.coco import class_presence, decode_rle, label_map, read_coco, stratified_kfold
 from data.oversample import class_factors, oversample_indices
-from data.synthetic_coco import TRASH_CATEGORIES, TRASH_CLASSES, generate
-from trainer.crf import dense_crf
-from trainer.miou import ConfusionMatrix, format_iou_table
+from data.splits import stratified_kfold
+from modes.crf import dense_crf
+from modes.miou import ConfusionMatrix, format_iou_table
+from tasks.coco.reader import class_presence, decode_rle, label_map, read_coco
+from tasks.coco.submission import SUBMISSION_SIZE, TrashSubmissionWriter, save_label_png, validate_trash_submission
+from tasks.coco.synthetic import TRASH_CATEGORIES, TRASH_CLASSES, generate
 from transforms.copy_paste import CopyPaste, paste_object
 from utils.errors import ConfigError, DataError, UserError
-from utils.trash_submission import SUBMISSION_SIZE, TrashSubmissionWriter, save_label_png, validate_trash_submission
 
 CLASSES = list(TRASH_CLASSES)
 

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from data.synthetic_coco import generate
+from tasks.coco.submission import SUBMISSION_SIZE, validate_trash_submission
+from tasks.coco.synthetic import generate
+from tasks.registry import build_task
 from tests.conftest import ROOT
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
 from utils.config import load_config
 from utils.errors import ConfigError
-from utils.trash_submission import SUBMISSION_SIZE, validate_trash_submission
 
 DEMO = ROOT / "configs" / "trash_demo.yaml"
 
@@ -44,24 +45,27 @@ def run(script, *args):
 
 
 def test_config_rejects_mismatched_task(tmp_path):
+    """What needs the layout and mode is checked by tasks.build_task, which every consumer calls first."""
     with pytest.raises(ConfigError, match=r"task\.mode: 'multilabel' does not fit task\.format 'coco'"):
-        load_config(DEMO, ["task.mode=multilabel"])
+        build_task(load_config(DEMO, ["task.mode=multilabel"]))
     with pytest.raises(ConfigError, match=r"model\.in_channels: task\.format 'coco' gives 3-channel images"):
-        load_config(DEMO, ["model.in_channels=1"])
+        build_task(load_config(DEMO, ["model.in_channels=1"]))
     with pytest.raises(ConfigError, match=r"transforms\.copy_paste\.classes: 'Batery'"):
         load_config(DEMO, ["transforms.copy_paste.classes=[Batery]"])
     with pytest.raises(ConfigError, match=r"data\.split: task\.format 'handbone' splits by kfold, not 'files'"):
-        load_config(ROOT / "configs" / "demo.yaml", ["data.split=files"])
+        build_task(load_config(ROOT / "configs" / "demo.yaml", ["data.split=files"]))
     with pytest.raises(ConfigError, match=r"predict\.crf"):
-        load_config(ROOT / "configs" / "demo.yaml", ["predict.crf={}"])
+        build_task(load_config(ROOT / "configs" / "demo.yaml", ["predict.crf={}"]))
     with pytest.raises(ConfigError, match="bce scores independent sigmoid classes"):
         from losses.factory import build_loss
         build_loss(load_config(DEMO, ["loss.terms=[{name: bce}]"]).loss, "multiclass")
 
 
-def test_multiclass_train_resume_infer_and_check(trash_root, tmp_path):
+def test_multiclass_train_resume_infer_and_check(trash_root, tmp_path, capsys):
     cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache"))
     result = fit(cfg, tmp_path / "full")
+    log = capsys.readouterr().out
+    assert "(data.split=files), " in log and "fold" not in log  # train.json / val.json: no folds
     assert result["metric"] == "miou" and 0.0 <= result["best_miou"] <= 1.0 and result["epochs"] == 2
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -126,12 +130,12 @@ def test_kfold_split_and_oversampling(trash_root, tmp_path):
     for k in range(3):
         cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
             "data.split=kfold", "data.n_splits=3", f"data.fold={k}", "data.oversample=null"])
-        folds.append(prepare_fold(cfg, runtime, progress=False))
+        folds.append(prepare_fold(cfg, build_task(cfg).layout, runtime, progress=False))
     vals = np.concatenate([f.val_indices for f in folds])
     assert sorted(vals.tolist()) == list(range(16))
     cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
         "data.oversample={factors: {Paper: 3}}"])
-    data = prepare_fold(cfg, runtime, progress=False)
+    data = prepare_fold(cfg, build_task(cfg).layout, runtime, progress=False)
     presence = data.cache.class_presence()
     counts = np.bincount(data.train_indices, minlength=len(data.cache))
     paper = presence[:, 2] > 0
@@ -147,7 +151,7 @@ def test_copy_paste_in_the_dataset_keeps_labels_and_pixels(trash_root, tmp_path)
 
     cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
         "transforms.copy_paste={classes: [Paper, Plastic bag], p: 1.0, max_objects: 2}", "data.oversample=null"])
-    data = prepare_fold(cfg, setup_runtime(cfg.trainer), progress=False)
+    data = prepare_fold(cfg, build_task(cfg).layout, setup_runtime(cfg.trainer), progress=False)
     paste = build_copy_paste(cfg.transforms.copy_paste, cfg.task.classes, data.cache, data.train_indices)
     dataset = TrainDataset(data.cache, data.train_indices, copy_paste=paste)
     torch.manual_seed(0)
@@ -166,9 +170,9 @@ def test_copy_paste_in_the_dataset_keeps_labels_and_pixels(trash_root, tmp_path)
 
 
 def test_coco_pseudo_labels_roundtrip(trash_root, tmp_path):
-    from data.coco import label_map, read_coco
-    from data.pseudo_coco import write_pseudo_coco
-    from data.synthetic_coco import TRASH_CLASSES
+    from tasks.coco.pseudo import write_pseudo_coco
+    from tasks.coco.reader import label_map, read_coco
+    from tasks.coco.synthetic import TRASH_CLASSES
 
     classes = list(TRASH_CLASSES)
     test = read_coco(trash_root / "test.json", trash_root, classes, labelled=False).samples
@@ -207,7 +211,7 @@ def test_pseudo_label_cli_writes_a_trainable_coco_json(trash_root, tmp_path):
 
     cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache") + [
         f"data.pseudo_roots=[{out}]", "data.oversample=null"])
-    fold = prepare_fold(cfg, setup_runtime(cfg.trainer), progress=False)
+    fold = prepare_fold(cfg, build_task(cfg).layout, setup_runtime(cfg.trainer), progress=False)
     assert len(fold.train_indices) == 13 + 3 and len(fold.val_indices) == 3
     assert fold.cache.keys[-3:] == [im["file_name"] for im in test["images"]]
 

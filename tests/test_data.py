@@ -7,9 +7,12 @@ import torch
 
 from data.cache import open_cache
 from data.dataset import ImageDataset, TrainDataset, unpack_mask_bits
-from data.handbone import rasterize, read_image, read_meta, read_polygons, resize_image, scan_split
 from data.splits import group_kfold
+from tasks.handbone.layout import HandboneLayout
+from tasks.handbone.reader import rasterize, read_meta, read_polygons, scan_split
+from utils.config import TaskConfig
 from utils.errors import ConfigError, DataError
+from utils.images import read_gray, resize_image
 
 
 def test_scan_pairs_by_folder_and_stem(dataset_root):
@@ -26,7 +29,7 @@ def test_scan_pairs_by_folder_and_stem(dataset_root):
 
 def test_overlaps_are_kept(dataset_root, classes):
     s = scan_split(dataset_root, "train")[0]
-    image = read_image(s.image)
+    image = read_gray(s.image)
     polygons, warnings = read_polygons(s.annotation, classes, *image.shape)
     assert not warnings and len(polygons) == 29
     masks = rasterize(polygons, len(classes), image.shape, image.shape)
@@ -41,22 +44,22 @@ def test_overlaps_are_kept(dataset_root, classes):
 
 def test_cache_content_hit_and_rebuild(dataset_copy, classes, tmp_path):
     samples = scan_split(dataset_copy, "train")
-    cache = open_cache(samples, classes, 64, tmp_path / "c", workers=2, progress=False)
-    image = read_image(samples[1].image)
+    cache = open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=2, progress=False)
+    image = read_gray(samples[1].image)
     assert np.array_equal(cache.image(1), resize_image(image, 64))
     polygons, _ = read_polygons(samples[1].annotation, classes, *image.shape)
     assert np.array_equal(cache.mask(1), rasterize(polygons, 29, image.shape, (64, 64)))
     assert cache.original_size(1) == image.shape
     built = (cache.folder / "index.json").stat().st_mtime_ns
-    again = open_cache(samples, classes, 64, tmp_path / "c", workers=1, progress=False)
+    again = open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     assert again.folder == cache.folder and (again.folder / "index.json").stat().st_mtime_ns == built  # a hit
-    assert open_cache(samples, classes, 32, tmp_path / "c", progress=False).folder != cache.folder  # new size
+    assert open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 32, tmp_path / "c", progress=False).folder != cache.folder  # new size
     ann = samples[0].annotation
     data = json.loads(ann.read_text())
     data["annotations"] = data["annotations"][:-1]
     ann.write_text(json.dumps(data))
     os.utime(ann, ns=(1, 1))
-    changed = open_cache(scan_split(dataset_copy, "train"), classes, 64, tmp_path / "c", workers=1, progress=False)
+    changed = open_cache(scan_split(dataset_copy, "train"), HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     assert changed.folder != cache.folder and changed.mask(0)[-1].sum() == 0  # the dropped Ulna is gone
     assert not list((tmp_path / "c").glob("*.tmp-*")), "no half-built cache folder is left behind"
 
@@ -69,7 +72,7 @@ def test_unpack_bits_matches_numpy():
 
 
 def test_train_crops_keep_image_and_mask_aligned(dataset_root, classes, tmp_path):
-    cache = open_cache(scan_split(dataset_root, "train"), classes, 64, tmp_path / "c", workers=1, progress=False)
+    cache = open_cache(scan_split(dataset_root, "train"), HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     ds = TrainDataset(cache, [2], crop_size=32)
     torch.manual_seed(0)
     for _ in range(5):
@@ -137,7 +140,7 @@ def test_unreadable_image(dataset_copy, classes, tmp_path):
     s = _first(dataset_copy)
     s.image.write_bytes(b"not a png")
     with pytest.raises(DataError, match="unreadable image") as e:
-        open_cache(scan_split(dataset_copy, "train"), classes, 64, tmp_path / "c", workers=1, progress=False)
+        open_cache(scan_split(dataset_copy, "train"), HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     assert str(s.image) in str(e.value)
 
 
@@ -165,7 +168,7 @@ def test_short_polygon_and_points_outside_are_warned_and_counted(dataset_copy, c
     polygons, warnings = read_polygons(s.annotation, classes, 128, 128)
     assert len(polygons) == 28 and len(warnings) == 2
     assert "skipped polygon 0 (finger-1) with 2 point(s)" in warnings[0] and "clipped 1 point(s) of finger-2" in warnings[1]
-    cache = open_cache(scan_split(dataset_copy, "train"), classes, 64, tmp_path / "c", workers=1, progress=False)
+    cache = open_cache(scan_split(dataset_copy, "train"), HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     assert len(cache.warnings) == 2
 
 

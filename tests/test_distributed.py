@@ -36,7 +36,7 @@ def test_two_process_training_scores_like_one_process(dataset_root, tmp_path):
 def test_two_process_multiclass_rgb_training(tmp_path):
     """The trash task (RGB photographs, label maps, mIoU) under torchrun: GPU augmentations with 3 channels, the
     confusion matrix reduced over both ranks, one best.pt."""
-    from data.synthetic_coco import generate
+    from tasks.coco.synthetic import generate
     from tests.test_coco_task import DEMO, trash_overrides
 
     root = generate(tmp_path / "ds", train=10, test=1, size=64, seed=4, progress=False)

@@ -6,16 +6,17 @@ import torch
 import torch.nn.functional as F
 
 from data.dataset import unpack_mask_bits
-from data.handbone import read_image, resize_image, scan_split
-from data.pseudo import confidence
-from trainer.fullsize import FullSizeProbs, bin_counts, dice_counts, upsample_box, uses_channels_last_kernel, value_bins
+from modes.dice import dice_per_class
+from modes.fullsize import FullSizeProbs, bin_counts, dice_counts, upsample_box, uses_channels_last_kernel, value_bins
+from tasks.handbone.pseudo import confidence
+from tasks.handbone.reader import scan_split
+from tasks.handbone.submission import read_submission
 from trainer.inference import load_member, load_probs_member, member_config, write_submission
-from trainer.metrics import dice_per_class
 from trainer.predictor import to_full_size
 from trainer.runtime import setup_runtime
 from trainer.thresholds import per_threshold_dice, per_threshold_dice_boxes
+from utils.images import read_gray, resize_image
 from utils.rle import encode_rle, encode_rle_batch, encode_rle_crop
-from utils.submission import read_submission
 
 SIZES = [((16, 16), (64, 64)), ((13, 9), (101, 57)), ((32, 24), (32, 77)), ((40, 30), (17, 23)), ((8, 8), (8, 8)),
          ((24, 20), (1000, 777))]
@@ -192,19 +193,19 @@ def test_submission_of_an_ensemble_equals_the_full_size_path(tiny_checkpoint, da
     cfg_b = member_config(tiny_checkpoint, overrides=["data.image_size=48", "predict.mode=sliding",
                                                       "predict.window=32"])
     b = load_member(tiny_checkpoint, cfg_b, runtime, weight=1.0)
-    write_submission([b], dataset_root, tmp_path / "b.csv", torch.full((29,), 0.5), runtime,
+    write_submission([b], b.task, dataset_root, tmp_path / "b.csv", runtime, torch.full((29,), 0.5),
                      save_probs=tmp_path / "probs", num_workers=0, progress=False)
     saved = load_probs_member(tmp_path / "probs", weight=0.5)
     samples = scan_split(dataset_root, "test")
     low = {}
     for s in samples:
-        image = read_image(s.image)
+        image = read_gray(s.image)
         low[s.key] = (image.shape, [m.predictor(torch.from_numpy(resize_image(image, m.image_size))[None, None])[0]
                                     for m in (a, b)])
     # thresholds near each class's 97th percentile, so that the barely trained model gives non-empty masks
     stacked = torch.stack([to_full_size(ps[0], shape) for shape, ps in low.values()])
     thresholds = torch.quantile(stacked.transpose(0, 1).flatten(1)[:, ::7], 0.97, dim=1)
-    write_submission([a, b, saved], dataset_root, tmp_path / "sub.csv", thresholds, runtime, num_workers=0,
+    write_submission([a, b, saved], a.task, dataset_root, tmp_path / "sub.csv", runtime, thresholds, num_workers=0,
                      progress=False)
     rows = read_submission(tmp_path / "sub.csv", a.cfg.task.classes)
     positive = 0

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.handbone import read_image, resize_image, scan_split
+from tasks.handbone.reader import scan_split
+from tasks.handbone.submission import validate_submission
 from tests.conftest import ROOT
 from trainer.inference import PROBS_SCALE, load_member, load_probs_member, member_config
 from trainer.predictor import Predictor, to_full_size
 from trainer.runtime import setup_runtime
 from trainer.thresholds import BINS, per_threshold_dice
 from utils.config import PredictConfig, TrainerConfig
+from utils.images import read_gray, resize_image
 from utils.rle import decode_rle
-from utils.submission import validate_submission
 
 
 def run(script, *args):
@@ -47,7 +48,7 @@ def test_inference_csv_reproduces_the_model(tiny_checkpoint, dataset_root, tmp_p
     cfg = member_config(tiny_checkpoint)
     member = load_member(tiny_checkpoint, cfg, setup_runtime(cfg.trainer))
     for n, sample in enumerate(samples):
-        image = read_image(sample.image)
+        image = read_gray(sample.image)
         x = torch.from_numpy(resize_image(image, cfg.data.image_size))[None, None]
         expected = (to_full_size(member.predictor(x)[0], image.shape) > 0.3).numpy()
         got = np.stack([decode_rle(r[2], *image.shape) for r in rows[1 + 29 * n:1 + 29 * (n + 1)]])

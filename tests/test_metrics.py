@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from trainer.metrics import DiceScore, dice_per_class
+from modes.dice import DiceScore, dice_per_class
 
 
 def reference_score(preds, truths):

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from data.handbone import rasterize, read_image, read_polygons, resize_image, scan_split
-from data.pseudo import MANIFEST, annotation_json, confidence, mask_to_polygon, write_pseudo_labels
+from tasks.handbone.pseudo import MANIFEST, annotation_json, confidence, mask_to_polygon, write_pseudo_labels
+from tasks.handbone.reader import rasterize, read_polygons, scan_split
 from tests.conftest import ROOT
 from trainer.inference import load_member, member_config
 from trainer.predictor import to_full_size
 from trainer.runtime import setup_runtime
 from utils.errors import UserError
+from utils.images import read_gray, resize_image
 
 
 def run(*args):
@@ -121,7 +122,7 @@ def test_write_keeps_confident_images_only(dataset_root, classes, tmp_path):
     train = scan_split(dataset_root, "train")
     probs, truth = [], []
     for n, sample in enumerate(test):
-        hw = read_image(sample.image).shape
+        hw = read_gray(sample.image).shape
         polygons, _ = read_polygons(train[n].annotation, classes, *hw)
         masks = rasterize(polygons, len(classes), hw, hw).astype(np.float32)
         p = np.stack([cv2.GaussianBlur(m, (3, 3), 0) for m in masks]) * 0.98 + 0.01
@@ -170,7 +171,7 @@ def test_cli_writes_the_training_layout(tiny_checkpoint, dataset_root, tmp_path,
     test = scan_split(dataset_root, "test")
     expected = {}
     for sample in test:
-        image = read_image(sample.image)
+        image = read_gray(sample.image)
         x = torch.from_numpy(resize_image(image, cfg.data.image_size))[None, None]
         expected[sample.key] = to_full_size(member.predictor(x)[0], image.shape)
     # the one-epoch model is barely trained (p ~ 0.01): a threshold at its 90th percentile gives non-empty masks

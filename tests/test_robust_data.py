@@ -10,9 +10,13 @@ import pytest
 
 from data import cache as cache_module
 from data.cache import open_cache
-from data.handbone import read_image, resize_image, scan_split
+from tasks.handbone.layout import HandboneLayout
+from tasks.handbone.reader import scan_split
+from tasks.handbone.submission import SubmissionWriter
+from tests.system import unavailable
+from utils.config import TaskConfig
 from utils.errors import UserError
-from utils.submission import SubmissionWriter
+from utils.images import read_gray, resize_image
 
 
 def samples_of(root, n=3):
@@ -21,13 +25,13 @@ def samples_of(root, n=3):
 
 def assert_cache_matches(cache, samples):
     for i, sample in enumerate(samples):
-        assert np.array_equal(cache.image(i), resize_image(read_image(sample.image), 64))
+        assert np.array_equal(cache.image(i), resize_image(read_gray(sample.image), 64))
 
 
 @pytest.mark.parametrize("damage", ["truncate_images", "delete_index", "edit_index", "delete_masks"])
 def test_damaged_cache_is_rebuilt_with_a_warning(damage, dataset_root, classes, tmp_path, capsys):
     samples = samples_of(dataset_root)
-    cache = open_cache(samples, classes, 64, tmp_path / "c", workers=1, progress=False)
+    cache = open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     folder = cache.folder
     del cache
     if damage == "truncate_images":
@@ -40,7 +44,7 @@ def test_damaged_cache_is_rebuilt_with_a_warning(damage, dataset_root, classes, 
     else:
         (folder / "masks.bits").unlink()
     capsys.readouterr()
-    healed = open_cache(samples, classes, 64, tmp_path / "c", workers=1, progress=False)
+    healed = open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     assert healed.folder == folder
     err = capsys.readouterr().err
     assert f"warning: {folder}: damaged cache (" in err and "rebuilding it" in err
@@ -54,11 +58,11 @@ def test_stale_temporary_folders_are_removed(dataset_root, classes, tmp_path):
     killed = cache_dir / "64-3-0123456789abcdef.tmp-x1"  # another cache's build, killed
     killed.mkdir()
     (killed / "images.u8").write_bytes(b"\0" * 10)
-    cache = open_cache(samples, classes, 64, cache_dir, workers=1, progress=False)
+    cache = open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 64, cache_dir, workers=1, progress=False)
     own_killed = cache_dir / f"{cache.folder.name}.tmp-x2"
     own_killed.mkdir()
     (cache.folder / "index.json").unlink()  # force a rebuild, which cleans up
-    open_cache(samples, classes, 64, cache_dir, workers=1, progress=False)
+    open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 64, cache_dir, workers=1, progress=False)
     assert not killed.exists() and not own_killed.exists()
 
 
@@ -74,7 +78,7 @@ def _open_in_child(samples, classes, cache_dir, marker, barrier, results):
     cache_module._build = counting_build
     barrier.wait()
     try:
-        cache = open_cache(samples, classes, 64, cache_dir, workers=1, progress=False)
+        cache = open_cache(samples, HandboneLayout(TaskConfig(classes=classes)), 64, cache_dir, workers=1, progress=False)
         results.put(("ok", cache.folder.name, int(cache.image(0).sum())))
     except BaseException as e:  # reported to the test, not swallowed
         results.put(("error", f"{type(e).__name__}: {e}", 0))
@@ -124,7 +128,7 @@ def test_cache_full_disk_fault_injection(dataset_root, classes, tmp_path, monkey
 
     monkeypatch.setattr(cache_module, "open", fake_open, raising=False)
     with pytest.raises(UserError, match=r"cannot write the cache \(No space left on device\)$"):
-        open_cache(samples_of(dataset_root), classes, 64, tmp_path / "c", workers=1, progress=False)
+        open_cache(samples_of(dataset_root), HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     assert [p.suffix for p in (tmp_path / "c").iterdir()] == [".lock"]  # no half-built folder
 
 
@@ -132,7 +136,7 @@ def mount_tmpfs(folder, size):
     folder.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); fault injection covers it")
+        unavailable(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root with mount permission")
     return folder
 
 
@@ -140,7 +144,7 @@ def test_cache_and_csv_on_a_real_full_disk(dataset_root, classes, tmp_path):
     disk = mount_tmpfs(tmp_path / "disk", "64k")
     try:
         with pytest.raises(UserError, match=rf"{disk}/.*: cannot write the cache \(No space left on device\)"):
-            open_cache(scan_split(dataset_root, "train"), classes, None, disk / "c", workers=1, progress=False)
+            open_cache(scan_split(dataset_root, "train"), HandboneLayout(TaskConfig(classes=classes)), None, disk / "c", workers=1, progress=False)
         assert not list((disk / "c").glob("*.tmp-*"))
         out = disk / "sub.csv"
         with (pytest.raises(UserError, match=rf"^{out}: cannot write \(No space left on device\)$"),
@@ -153,7 +157,7 @@ def test_cache_and_csv_on_a_real_full_disk(dataset_root, classes, tmp_path):
 
 
 def test_csv_full_disk_fault_injection(classes, tmp_path, monkeypatch):
-    import utils.submission as submission
+    import tasks.handbone.submission as submission
 
     class FullWriter:
         def writerow(self, row):
@@ -189,20 +193,20 @@ def _annotations(path, edit):
     (lambda a: a.append(dict(a[1])), "skipped annotation 29 (finger-2): the bone is already annotated by annotation 1"),
 ])
 def test_bad_polygons_are_named_skipped_and_counted(edit, expected, dataset_copy, classes, tmp_path):
-    from data.handbone import read_polygons
+    from tasks.handbone.reader import read_polygons
 
     sample = scan_split(dataset_copy, "train")[0]
     _annotations(sample.annotation, edit)
     polygons, warnings = read_polygons(sample.annotation, classes, 128, 128)
     assert len(polygons) == 28 + ("already annotated" in expected) and warnings == [f"{sample.annotation}: {expected}"]
-    cache = open_cache(scan_split(dataset_copy, "train"), classes, 64, tmp_path / "c", workers=1, progress=False)
+    cache = open_cache(scan_split(dataset_copy, "train"), HandboneLayout(TaskConfig(classes=classes)), 64, tmp_path / "c", workers=1, progress=False)
     assert len(cache.warnings) == 1
 
 
 def test_annotations_not_a_list_is_an_error(dataset_copy, classes):
     import json
 
-    from data.handbone import read_polygons
+    from tasks.handbone.reader import read_polygons
     from utils.errors import DataError
 
     sample = scan_split(dataset_copy, "train")[0]
@@ -213,7 +217,7 @@ def test_annotations_not_a_list_is_an_error(dataset_copy, classes):
 
 def test_one_test_list_for_inference_check_and_voting(dataset_copy, capsys):
     """Images outside test/DCM/IDxxx/ are named and skipped by every entry point alike."""
-    from utils.submission import list_test_images, read_test_image_sizes
+    from tasks.handbone.submission import list_test_images, read_test_image_sizes
 
     dcm = dataset_copy / "test" / "DCM"
     first = scan_split(dataset_copy, "test")[0].image

@@ -1,11 +1,9 @@
-"""utils.submission: CSV layout, atomic writes, strict reading, validation, hard voting."""
+"""tasks.handbone.submission: CSV layout, atomic writes, strict reading, validation, hard voting."""
 import cv2
 import numpy as np
 import pytest
 
-from utils.errors import DataError, UserError
-from utils.rle import decode_rle, encode_rle
-from utils.submission import (
+from tasks.handbone.submission import (
     SubmissionWriter,
     hard_vote,
     read_png_size,
@@ -13,6 +11,8 @@ from utils.submission import (
     read_test_image_sizes,
     validate_submission,
 )
+from utils.errors import DataError, UserError
+from utils.rle import decode_rle, encode_rle
 
 CLASSES = ["a", "b", "c"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from data.synthetic import HAND_BONE_CLASSES, generate
+from tasks.handbone.synthetic import HAND_BONE_CLASSES, generate
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_refuses_non_empty_output(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "data.synthetic", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "tasks.handbone.synthetic", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

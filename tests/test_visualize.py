@@ -8,11 +8,14 @@ import numpy as np
 
 from analysis.overlay import class_colors, color_masks
 from analysis.visualize import augment_tiles, submission_tiles
-from data.handbone import read_image, scan_split
+from tasks.handbone.reader import scan_split
+from tasks.handbone.submission import SubmissionWriter
+from tasks.registry import build_task
 from tests.conftest import ROOT
 from trainer.runtime import setup_runtime
+from utils.config import load_config
+from utils.images import read_gray
 from utils.rle import encode_rle
-from utils.submission import SubmissionWriter
 
 
 def test_augment_tiles_follow_the_pipeline(tiny_config):
@@ -27,15 +30,16 @@ def test_augment_tiles_follow_the_pipeline(tiny_config):
 
 def test_submission_overlay_shows_the_csv_masks(dataset_root, tmp_path, classes):
     samples = scan_split(dataset_root, "test")
-    image = read_image(samples[0].image)
+    image = read_gray(samples[0].image)
     mask = np.zeros((len(classes), *image.shape), dtype=np.uint8)
     mask[3, 10:30, 20:50] = 1
     csv = tmp_path / "sub.csv"
     with SubmissionWriter(csv, classes) as writer:
         for s in samples:
             writer.write_image(Path(s.key).name, [encode_rle(m) for m in mask])
-    tiles, titles = submission_tiles(str(csv), str(dataset_root), classes, n_images=8)
-    assert titles == [Path(s.key).name for s in samples]
+    task = build_task(load_config(ROOT / "configs" / "_base_" / "hand_bones.yaml"))
+    tiles, titles = submission_tiles(str(csv), str(dataset_root), task, n_images=8)
+    assert titles == [s.key for s in samples]
     assert np.array_equal(tiles[0], color_masks(image, mask.astype(bool)))
     blended = tiles[0][15, 30].astype(float)
     assert np.allclose(blended, 0.45 * image[15, 30] + 0.55 * class_colors(len(classes))[3], atol=1)

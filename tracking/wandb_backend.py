@@ -9,6 +9,7 @@ import numpy as np
 import wandb
 
 from tracking.backend import Backend
+from utils.config import secret_values
 
 
 def has_wandb_key() -> bool:
@@ -25,9 +26,12 @@ class WandbBackend(Backend):
 
     def open(self, params: dict[str, str]) -> None:
         mode = self.cfg.logging.wandb_mode or ("online" if has_wandb_key() else "offline")
+        # wandb records the command line (sys.argv) with the system metadata: a webhook URL given with --set would
+        # be saved in the run file; without a literal secret in the config the metadata is kept (params are redacted)
+        settings = wandb.Settings(x_disable_meta=bool(secret_values(self.cfg)))
         self.run = wandb.init(project=self.cfg.logging.wandb_project, name=self.identity.name,
                               group=self.identity.group, config=params, dir=str(self.run_dir), mode=mode,
-                              reinit="create_new")
+                              reinit="create_new", settings=settings)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)

@@ -46,6 +46,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{path}: not a checkpoint of this framework (no model weights or config inside)")
+    _check_structure(state, path)
     return state
 
 
@@ -60,6 +61,32 @@ def nothing_left(state: dict, epochs: int, patience: int | None) -> str | None:
         return (f"the run stopped early after epoch {done} of {epochs} (no improvement in {stale} validations; "
                 f"--set trainer.early_stop_patience={stale + 1} or more goes on)")
     return None
+
+
+# What every reader of a checkpoint takes for granted (train.py --resume, inference, ensembles, analyze.py), checked
+# once here so that a hand-edited or foreign file is one line naming the key instead of an AttributeError later.
+_KEY_TYPES = {"model": dict, "averaged": dict, "config": dict, "classes": list, "optimizer": dict, "schedule": dict,
+              "scaler": dict, "averager": dict, "epoch": int, "stale_validations": int, "best_score": (int, float),
+              "metrics": (dict, type(None)), "best_record": (dict, type(None))}
+_RESUME_KEYS = ("schedule", "scaler", "epoch", "best_score", "stale_validations")  # with "optimizer", in last.pt
+
+
+def _check_structure(state: dict, path: Path) -> None:
+    for key, kind in _KEY_TYPES.items():
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            raise UserError(f"{path}: {key!r} is a {type(state[key]).__name__}, not what this framework writes "
+                            "(a damaged or foreign checkpoint)")
+    for key in ("model", "averaged"):
+        bad = next((k for k, v in state.get(key, {}).items() if not isinstance(k, str) or not torch.is_tensor(v)),
+                   None)
+        if bad is not None:
+            raise UserError(f"{path}: {key} entry {bad!r} is not a named tensor (a damaged or foreign checkpoint)")
+    if not all(isinstance(c, str) for c in state.get("classes", [])):
+        raise UserError(f"{path}: 'classes' must be a list of class names")
+    if "optimizer" in state:
+        missing = [k for k in _RESUME_KEYS if k not in state]
+        if missing:
+            raise UserError(f"{path}: training state without {', '.join(map(repr, missing))} (a damaged checkpoint)")
 
 
 def first_nonfinite(weights: dict) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,20 +21,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from data.dataset import image_tensor
-from data.handbone import Sample, read_image, resize_image, scan_split
 from models.factory import build_model
+from modes.fullsize import FullSizeProbs
+from tasks.registry import Task, build_task
 from trainer.checkpoint import check_finite, load_checkpoint
-from trainer.fullsize import FullSizeProbs
-from trainer.modes import build_mode
 from trainer.predictor import Predictor
-from trainer.runtime import Runtime
+from trainer.runtime import Runtime, setup_runtime
 from transforms.cpu import apply_cpu_transforms, build_cpu_transforms
 from utils.cli import check_threshold
-from utils.config import Config, from_dict
+from utils.config import Config, from_dict, load_config
 from utils.errors import DataError, UserError
 from utils.files import write_error, write_text_atomic
-from utils.rle import encode_rle_crop
-from utils.submission import SubmissionWriter
+from utils.images import resize_image
 
 PROBS_SCALE = 255  # saved probability maps are uint8: p * 255, rounded
 
@@ -42,6 +42,7 @@ class ModelMember:
     """One model of an ensemble (or the only one), with its own input size, CPU transforms and TTA."""
     name: str
     cfg: Config
+    task: Task
     predictor: Predictor
     weight: float = 1.0
 
@@ -59,19 +60,29 @@ class ProbsMember:
     weight: float = 1.0
 
     def load(self, key: str) -> torch.Tensor:
+        """(classes, h, w) probabilities of one test image; a damaged or foreign .npz is one line naming it."""
         path = self.folder / Path(key).with_suffix(".npz")
         if not path.is_file():
             raise DataError(f"{self.folder}: no saved probabilities for test image {key}")
-        with np.load(path) as data:
-            return torch.from_numpy(data["probs"]).float().div_(PROBS_SCALE)
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile) or "probs" not in data.files:
+                raise DataError(f"{path}: no 'probs' array inside (not written by inference.py --save-probs)")
+            with data:
+                probs = data["probs"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise DataError(f"{path}: unreadable probability file ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:120]})") from None
+        if probs.dtype != np.uint8 or probs.ndim != 3 or probs.shape[0] != len(self.classes) or 0 in probs.shape:
+            raise DataError(f"{path}: expected uint8 maps of shape ({len(self.classes)} classes of probs.json, h, w), "
+                            f"got {probs.dtype} {probs.shape}")
+        return torch.from_numpy(probs).float().div_(PROBS_SCALE)
 
 
 def member_config(checkpoint: str | Path, config: str | None = None, overrides=(),
                   tta: str | None = None, state: dict | None = None) -> Config:
     """The config a checkpoint is run with: its own unless `config` is given, with overrides and TTA.
     `state`: the checkpoint already loaded, so that a large file is read once."""
-    from utils.config import load_config
-
     state = state if state is not None else load_checkpoint(checkpoint)
     cfg = load_config(config, overrides) if config else from_dict(state["config"], str(checkpoint), overrides)
     if tta is not None:
@@ -85,6 +96,7 @@ def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: f
     if state.get("classes") != cfg.task.classes:
         raise UserError(f"{checkpoint}: the checkpoint's classes differ from task.classes of the config")
     check_finite(state, checkpoint)  # NaN weights would write an all-empty submission without a word
+    task = build_task(cfg)
     model = build_model(cfg.model, len(cfg.task.classes))
     try:
         model.load_state_dict(state.get("averaged", state["model"]))  # EMA/SWA weights when the run kept them
@@ -95,15 +107,13 @@ def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: f
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     predictor = Predictor(model, cfg.predict, runtime, cfg.data.mean, cfg.data.std, cfg.trainer.channels_last,
-                          window=cfg.data.crop_size, activation=build_mode(cfg.task.mode).activation)
-    return ModelMember(str(checkpoint), cfg, predictor, weight)
+                          window=cfg.data.crop_size, activation=task.mode.activation)
+    return ModelMember(str(checkpoint), cfg, task, predictor, weight)
 
 
 def load_members(checkpoints: list, weights: list[float], overrides=(), tta: str | None = None
                  ) -> tuple[list[ModelMember], Runtime | None]:
     """Models from checkpoints, each file read once; the runtime follows the first checkpoint's trainer settings."""
-    from trainer.runtime import setup_runtime
-
     members, runtime = [], None
     for path, weight in zip(checkpoints, weights):
         state = load_checkpoint(path)
@@ -113,20 +123,41 @@ def load_members(checkpoints: list, weights: list[float], overrides=(), tta: str
     return members, runtime
 
 
+def expand_checkpoints(paths: list) -> list[Path]:
+    """A run folder stands for its fold checkpoints (k-fold runs) or its own best.pt."""
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.glob("fold*/best.pt")) or sorted(path.glob("best.pt"))
+            if not found:
+                raise UserError(f"{path}: run folder without best.pt or fold*/best.pt")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def load_probs_member(folder: str | Path, weight: float = 1.0) -> ProbsMember:
     folder = Path(folder)
     info = folder / "probs.json"
     if not info.is_file():
         raise UserError(f"{folder}: not a probability folder (no probs.json; write one with inference.py --save-probs)")
-    return ProbsMember(str(folder), folder, json.loads(info.read_text())["classes"], weight)
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise DataError(f"{info}: unreadable ({' '.join(str(e).split())[:120]})") from None
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{info}: expected {{\"classes\": [class names]}} as inference.py --save-probs writes it")
+    return ProbsMember(str(folder), folder, classes, weight)
 
 
 class TestImages(Dataset):
     """Test images decoded and resized in the workers, once per distinct (input size, CPU transforms)."""
 
-    def __init__(self, samples: list[Sample], members: list[ModelMember], read=read_image):
+    def __init__(self, samples: list, members: list[ModelMember], read):
         self.samples = samples
-        self.read = read  # the dataset format's decoder: grayscale hand bones, RGB photographs
+        self.read = read  # the layout's decoder: grayscale hand bones, RGB photographs
         keys = [(m.image_size, json.dumps(m.cfg.transforms.val, sort_keys=True)) for m in members]
         unique = list(dict.fromkeys(keys))
         self.inputs = [(size, build_cpu_transforms(json.loads(val), "transforms.val")) for size, val in unique]
@@ -178,12 +209,11 @@ def _classes_of(member) -> list[str]:
     return member.cfg.task.classes if isinstance(member, ModelMember) else member.classes
 
 
-def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime, num_workers: int = 2,
-                         progress: bool = True, save_probs: Path | None = None, desc: str = "predict",
-                         read_image=read_image):
+def iter_full_size_probs(members: list, samples: list, runtime: Runtime, read_image, num_workers: int = 2,
+                         progress: bool = True, save_probs: Path | None = None, desc: str = "predict"):
     """Yield (sample, FullSizeProbs: the weighted mean of the members' probabilities at the image's own size,
     computed only where asked), one image at a time; with `save_probs`, each model's model-resolution maps are
-    saved on the way. `read_image`: the dataset format's decoder."""
+    saved on the way. `read_image`: the layout's decoder."""
     models = [m for m in members if isinstance(m, ModelMember)]
     loader = DataLoader(TestImages(samples, models, read_image), batch_size=None, num_workers=num_workers,
                         pin_memory=runtime.device.type == "cuda", prefetch_factor=4 if num_workers else None)
@@ -203,23 +233,26 @@ def iter_full_size_probs(members: list, samples: list[Sample], runtime: Runtime,
         yield by_key[item["key"]], FullSizeProbs(parts, size)
 
 
-def write_submission(members: list, data_root: str | Path, out: str | Path, thresholds: torch.Tensor,
-                     runtime: Runtime, save_probs: str | Path | None = None, num_workers: int = 2,
-                     progress: bool = True) -> int:
-    """Predict every test image with the weighted members and write the CSV; returns the number of images."""
-    classes = check_members(members)
-    samples = scan_split(data_root, "test")
-    thresholds = thresholds.to(runtime.device)
+def write_submission(members: list, task: Task, data_root: str | Path, out: str | Path, runtime: Runtime,
+                     thresholds: torch.Tensor | None = None, save_probs: str | Path | None = None,
+                     save_masks: str | Path | None = None, num_workers: int = 2, progress: bool = True) -> int:
+    """Predict every test image with the weighted members and write the task's submission; returns the number of
+    images. `thresholds`: per class (multilabel); DenseCRF follows the first model's predict.crf."""
+    classes = check_members(members, task.classes)
+    samples = task.submission.test_samples(data_root)
+    crf = next((m.cfg.predict.crf for m in members if isinstance(m, ModelMember)), None)
     if save_probs is not None:
         save_probs = Path(save_probs)
         try:
             save_probs.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(save_probs, e) from None
-    with SubmissionWriter(out, classes) as writer, _Background(writer) as background:
-        for sample, probs in iter_full_size_probs(members, samples, runtime, num_workers, progress, save_probs):
-            masks = [None if m is None else (m[0], m[1].cpu().numpy()) for m in probs.masks(thresholds)]
-            background.submit(Path(sample.key).name, probs.size[1], masks)
+    writer = task.submission.writer(out, thresholds=thresholds, crf=crf, save_masks=save_masks,
+                                    read_image=task.layout.read_image)
+    with writer, _Background(writer.write) as background:
+        for sample, probs in iter_full_size_probs(members, samples, runtime, task.layout.read_image, num_workers,
+                                                  progress, save_probs):
+            background.submit(writer.prepare(sample, probs))
     if save_probs is not None:
         write_text_atomic(save_probs / "probs.json", json.dumps({"classes": classes}))
     return len(samples)
@@ -240,10 +273,10 @@ def _save_probs(folder: Path, key: str, probs: torch.Tensor) -> None:
 
 
 class _Background:
-    """Run-length encode and write one image while the next is predicted (a thread: the GPU work is async)."""
+    """Encode and write one image while the next is predicted (a thread: the GPU work is async)."""
 
-    def __init__(self, writer: SubmissionWriter):
-        self.writer = writer
+    def __init__(self, write):
+        self.write = write
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -252,19 +285,16 @@ class _Background:
         self.thread.start()
         return self
 
-    def submit(self, name: str, width: int, masks: list) -> None:
-        """`masks`: per class (box, bool crop) or None (empty), as FullSizeProbs.masks gives them."""
+    def submit(self, payload) -> None:
         if self.error is not None:
             raise self.error
-        self.queue.put((name, width, masks))
+        self.queue.put(payload)
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    name, width, masks = item
-                    self.writer.write_image(name, [
-                        "" if m is None else encode_rle_crop(m[1], m[0][0], m[0][2], width) for m in masks])
+                    self.write(item)
                 except BaseException as e:  # re-raised in the main thread
                     self.error = e
 

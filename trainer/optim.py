@@ -20,6 +20,11 @@ OPTIMIZERS = {
 }
 
 
+def check_optimizer(cfg: OptimizerConfig) -> None:
+    """Build the optimizer on one dummy parameter: a wrong name or keyword fails before the data is cached."""
+    build_optimizer(cfg, nn.Linear(1, 1))
+
+
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
     name = cfg.name.lower()
     if name not in OPTIMIZERS:
@@ -29,5 +34,5 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optim
     params = [p for p in model.parameters() if p.requires_grad]
     try:
         return OPTIMIZERS[name](params, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.params)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, IndexError, KeyError) as e:  # torch's own checks of the keywords
         raise ConfigError(f"optimizer.params: {' '.join(str(e).split())}") from None

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.modes import Multilabel
+from modes import Multilabel
 from utils.config import PredictConfig
 
 

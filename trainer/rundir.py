@@ -11,6 +11,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from utils.config import redact
 from utils.errors import UserError
 from utils.files import os_reason, write_text_atomic
 
@@ -77,8 +78,9 @@ def truncate_metrics(run_dir: str | Path, epochs: int) -> None:
         print(f"{path}: dropped {dropped} record(s) after epoch {epochs}, the epoch resumed from")
 
 
-def write_run_info(run_dir: str | Path, argv: list[str]) -> None:
-    """run_info.json: the command line, the git commit of the code (when in a repository) and package versions."""
+def write_run_info(run_dir: str | Path, argv: list[str], secrets: list[str] = ()) -> None:
+    """run_info.json: the command line, the git commit of the code (when in a repository) and package versions.
+    `secrets` (utils.config.secret_values: a webhook URL given with --set) are redacted from the command line."""
     run_dir = Path(run_dir)
     versions = {}
     for name in PACKAGES:
@@ -86,7 +88,8 @@ def write_run_info(run_dir: str | Path, argv: list[str]) -> None:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    info = {"command": [sys.executable, *argv], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    command = [sys.executable, *redact(list(argv), list(secrets))]
+    info = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "python": platform.python_version(), "host": platform.node(), "git": _git_state(), "packages": versions}
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

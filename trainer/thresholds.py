@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from data.dataset import ImageDataset
 from data.pipeline import prepare_fold
-from trainer.fullsize import FullSizeProbs, bin_counts, bits_count, one_thread, unpack_box, value_bins
+from modes.dice import DICE_EPS
+from modes.fullsize import FullSizeProbs, bin_counts, bits_count, one_thread, unpack_box, value_bins
 from trainer.inference import ModelMember
-from trainer.metrics import DICE_EPS
 from transforms.cpu import build_cpu_transforms
 
 BINS = 100  # candidate thresholds 0.01 .. 0.99
@@ -24,7 +24,7 @@ BINS = 100  # candidate thresholds 0.01 .. 0.99
 
 def tune_thresholds(member: ModelMember, runtime, progress: bool = True) -> dict:
     cfg = member.cfg
-    data = prepare_fold(cfg, runtime, progress)
+    data = prepare_fold(cfg, member.task.layout, runtime, progress)
     dataset = ImageDataset(data.cache, data.val_indices, build_cpu_transforms(cfg.transforms.val, "transforms.val"))
     loader = DataLoader(dataset, batch_size=cfg.data.val_batch_size, num_workers=cfg.data.num_workers)
     n_classes = len(cfg.task.classes)
@@ -54,7 +54,7 @@ def per_threshold_dice(probs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor
 
 def per_threshold_dice_boxes(probs: FullSizeProbs, bits: np.ndarray) -> torch.Tensor:
     """per_threshold_dice from the packed (C, H, W/8) truth and the pixels that can exceed the lowest candidate,
-    1 / BINS: counted by quads where the model's cells allow it (trainer.fullsize.bin_counts), else from the values
+    1 / BINS: counted by quads where the model's cells allow it (modes.fullsize.bin_counts), else from the values
     in the boxes. Elsewhere every pixel falls in bin 0, which only column 0 (threshold 0, never chosen) counts:
     there it is taken as every pixel (sigmoid outputs are > 0); columns 1.. are exact."""
     c = probs.num_classes

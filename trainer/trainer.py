@@ -18,11 +18,11 @@ from data.pipeline import FoldData, prepare_fold
 from losses.factory import build_loss
 from models.factory import build_model
 from schedulers.factory import Schedule
+from tasks.registry import build_task
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
-from trainer.modes import build_mode
-from trainer.optim import build_optimizer
+from trainer.optim import build_optimizer, check_optimizer
 from trainer.predictor import Predictor, model_input
 from trainer.rundir import truncate_metrics
 from trainer.runtime import Runtime, seed_everything
@@ -35,6 +35,11 @@ from utils.files import write_error
 from utils.logger import RunLogger
 
 
+def _split_name(d) -> str:
+    """Which split the run trains and validates on, for messages: data.split=files has no folds."""
+    return f"fold {d.fold}/{d.n_splits}" if d.split == "kfold" else "data.split=files"
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, runtime: Runtime, resume: str | None = None,
                  progress: bool = True, callbacks: Iterable[Callback] = ()):
@@ -42,19 +47,21 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.runtime = runtime
         self.progress = progress and runtime.is_main
+        self.task = build_task(cfg)  # layout, mode and submission, checked before any data work
         self.classes = list(cfg.task.classes)
-        self.mode = build_mode(cfg.task.mode)  # activation, loss mode, metric: the trainer never tests the mode
+        self.mode = self.task.mode  # activation, loss mode, metric: the trainer never tests the mode
         seed_everything(cfg.trainer.seed)
+        check_optimizer(cfg.optimizer)  # a wrong optimizer keyword fails before the data is cached
+        model = build_model(cfg.model, len(self.classes)).to(runtime.device)  # a misfit fails before the data work
+        if cfg.trainer.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
 
-        self.data: FoldData = prepare_fold(cfg, runtime, self.progress)
+        self.data: FoldData = prepare_fold(cfg, self.task.layout, runtime, self.progress)
         self.train_loader = self._train_loader()
         self.val_loader = self._val_loader()
         self.gpu_augment = build_gpu_transforms(cfg.transforms.gpu, "transforms.gpu")
 
-        model = build_model(cfg.model, len(self.classes)).to(runtime.device)
-        if cfg.trainer.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
         self.optimizer = build_optimizer(cfg.optimizer, model)
         steps_per_epoch = math.ceil(len(self.train_loader) / cfg.trainer.accumulate)
         self.schedule = Schedule(self.optimizer, cfg.scheduler, steps_per_epoch, cfg.trainer.epochs)
@@ -95,7 +102,7 @@ class Trainer:
                                copy_paste)
         if len(dataset) < d.batch_size * rt.world_size:
             raise UserError(f"data.batch_size: {d.batch_size} x {rt.world_size} process(es) is more than the "
-                            f"{len(dataset)} training images of fold {d.fold}")
+                            f"{len(dataset)} training images ({_split_name(d)})")
         if rt.distributed:
             sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
                                          seed=self.cfg.trainer.seed, drop_last=True)
@@ -141,7 +148,7 @@ class Trainer:
         cfg = self.cfg
         if self.runtime.is_main:
             print(f"training {cfg.model.arch}/{cfg.model.encoder} on {len(self.data.train_indices)} images, "
-                  f"validating on {len(self.data.val_indices)} (fold {cfg.data.fold}/{cfg.data.n_splits}), "
+                  f"validating on {len(self.data.val_indices)} ({_split_name(cfg.data)}), "
                   f"{self.runtime.device}, {self.runtime.world_size} process(es), run dir {self.run_dir}")
             if self.data.meta:
                 print(f"metadata (age, sex, weight, height) for {len(self.data.meta)} persons in {cfg.data.root}")

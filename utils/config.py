@@ -20,18 +20,20 @@ from typing import Any, Literal, Union
 import yaml
 
 from utils.errors import ConfigError
-from utils.files import write_text_atomic
+from utils.files import os_reason, write_text_atomic
 
 
 @dataclass
 class TaskConfig:
     """What is segmented: nothing below data/ hard-codes the classes."""
     classes: list[str] = field(default_factory=list)
-    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU (trainer/modes.py)
+    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU (modes/)
     mode: Literal["multilabel", "multiclass"] = "multilabel"
-    format: Literal["handbone", "coco"] = "handbone"  # the on-disk dataset layout (data/formats.py)
-    # the CSV layout (trainer/submissions.py); null: the format's own (handbone -> handbone, coco -> trash)
-    submission: Literal["handbone", "trash"] | None = None
+    # the on-disk layout (tasks/): handbone, coco, or your own as "package.module:Name" / "path/file.py:Name"
+    format: str = "handbone"
+    # the submission file (tasks/): handbone, trash, or a plug-in; null: the layout's own (handbone, coco -> trash)
+    submission: str | None = None
+    params: dict = field(default_factory=dict)  # keyword settings of a plug-in layout (read by it, not here)
 
 
 @dataclass
@@ -166,7 +168,7 @@ class AveragingConfig:
 
 @dataclass
 class CrfConfig:
-    """DenseCRF on the multiclass softmax output (trainer/crf.py, pydensecrf2), at inference."""
+    """DenseCRF on the multiclass softmax output (modes/crf.py, pydensecrf2), at inference."""
     iterations: int = 5
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
@@ -225,7 +227,29 @@ class Config:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `3e-4` as a string; every config user writes it as a number, so resolve it as a float."""
+    """YAML 1.1 reads `3e-4` as a string; every config user writes it as a number, so resolve it as a float.
+    Stricter than PyYAML where it would silently do the wrong thing: a key given twice in one mapping is an error
+    (PyYAML keeps the last: `lr: 0.001` then `lr: 5.0` trained at 5.0), and aliases may not expand to more than
+    MAX_YAML_NODES values (a "billion laughs" document is a few lines that every later walk of the tree expands)."""
+
+    def construct_document(self, node):
+        _count_nodes(node, {}, set())
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, mark = self.construct_object(key_node), key_node.start_mark
+                if key in seen:
+                    first = seen[key]
+                    where = (f"lines {first.line + 1} and {mark.line + 1}" if first.line != mark.line else
+                             f"line {mark.line + 1}, columns {first.column + 1} and {mark.column + 1}")
+                    raise _Refused(f"key {key!r} is given twice in one mapping ({where}); keep one")
+                seen[key] = mark
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -234,9 +258,42 @@ _Loader.add_implicit_resolver(
                r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."))
 
+MAX_YAML_NODES = 100_000  # the largest shipped config has a few hundred values; a sweep space or queue, thousands
 
-def _parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
+
+class _Refused(Exception):
+    """A YAML document this loader will not build; the caller names the file or the --set item."""
+
+
+def _count_nodes(node, sizes: dict, open_nodes: set) -> int:
+    """Values the document holds once every alias is expanded, each shared node counted once per use (memoized by
+    node, so a bomb of 10^9 values costs a few calls per line)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise _Refused("a YAML alias refers to the list or mapping that contains it (a recursive structure)")
+    open_nodes.add(id(node))
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_count_nodes(child, sizes, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_count_nodes(k, sizes, open_nodes) + _count_nodes(v, sizes, open_nodes) for k, v in node.value)
+    open_nodes.discard(id(node))
+    if total > MAX_YAML_NODES:
+        raise _Refused(f"YAML aliases expand to more than {MAX_YAML_NODES} values (an alias bomb?); write the "
+                       "values out")
+    sizes[id(node)] = total
+    return total
+
+
+def _parse_yaml(text: str, source: str):
+    """`source` (the file, or the --set item) starts every error message."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except _Refused as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
@@ -249,6 +306,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 def from_dict(raw: dict, source: str = "config", overrides: list[str] = ()) -> Config:
     """Validate a plain dict (e.g. the config stored in a checkpoint), with `--set` overrides, into a Config."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
     for item in overrides:
         _apply_override(raw, item)
@@ -271,14 +330,31 @@ def _upgrade_logging_keys(raw: dict) -> None:
 def to_dict(cfg: Config) -> dict:
     """The config as plain data, for every saved copy: a literal webhook URL (a secret) is redacted."""
     raw = dataclasses.asdict(cfg)
-    notify = raw["logging"]["notify"]
-    if notify and notify["webhook"] and not _ENV_REF.fullmatch(notify["webhook"]):
-        notify["webhook"] = REDACTED
+    if secret_values(cfg):
+        raw["logging"]["notify"]["webhook"] = REDACTED
     return raw
 
 
 REDACTED = "<redacted>"
 _ENV_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")  # ${ENV_VAR}: kept, the value is read when posting
+
+
+def secret_values(cfg: Config) -> list[str]:
+    """The literal secrets of a config (the webhook URL; a ${ENV_VAR} reference is none): no saved copy of the
+    config or of the command line that gave them holds them."""
+    notify = cfg.logging.notify
+    return [notify.webhook] if notify and notify.webhook and not _ENV_REF.fullmatch(notify.webhook) else []
+
+
+def redact(texts: list[str], secrets: list[str]) -> list[str]:
+    """`texts` (a command line) with every occurrence of a secret replaced by REDACTED, in whatever form it was
+    given (`--set logging.notify.webhook=URL`, `--set=...`, inside a YAML mapping, ...)."""
+    out = []
+    for text in texts:
+        for secret in secrets:
+            text = text.replace(secret, REDACTED)
+        out.append(text)
+    return out
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -292,9 +368,16 @@ def read_yaml(path: str | Path) -> dict:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = _parse_yaml(path.read_text())
+        data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a YAML text file (byte {e.object[e.start]:#04x} at offset {e.start} is not "
+                          "UTF-8)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({os_reason(e)})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
     if data is None:
@@ -337,7 +420,7 @@ def _apply_override(raw: dict, item: str) -> None:
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
     key, text = item.split("=", 1)
     try:
-        value = _parse_yaml(text)
+        value = _parse_yaml(text, f"--set {item!r}")
     except yaml.YAMLError:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     node = raw
@@ -478,7 +561,7 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("epochs", "accumulate", "val_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"trainer.{key}: must be at least 1, got {getattr(t, key)}")
-    _check_task(cfg)
+    _check_classes(cfg)
     if not 0.0 < t.threshold < 1.0:
         raise ConfigError(f"trainer.threshold: must be between 0 and 1, got {t.threshold}")
     if not 0.0 <= cfg.predict.overlap < 1.0:
@@ -526,40 +609,40 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.data.synthetic is not None:
         for key in ("ids", "test_ids", "size"):
             _at_least(f"data.synthetic.{key}", getattr(cfg.data.synthetic, key), 1)
+    sides = {"data.image_size": cfg.data.image_size, "data.crop_size": cfg.data.crop_size,
+             "predict.window": cfg.predict.window,
+             "data.synthetic.size": cfg.data.synthetic.size if cfg.data.synthetic else None}
+    for key, side in sides.items():
+        if side is not None and side > MAX_SIDE:
+            raise ConfigError(f"{key}: must be at most {MAX_SIDE} pixels, got {side}")
+    _check_optimizer_params(cfg.optimizer)
 
 
-def _check_task(cfg: Config) -> None:
-    """The format, mode, submission and model input must fit together (data/formats.py, trainer/modes.py)."""
-    from data.formats import build_format
-    from trainer.modes import build_mode
+# A side in pixels beyond this is a typo: 8x the competition's 2048 px X-rays, and a single 16384^2 map of 29
+# float classes is already 31 GB; OpenCV's resize fails outright beyond 32767 (its coordinates are 16-bit).
+MAX_SIDE = 16384
 
+def _check_optimizer_params(opt: OptimizerConfig) -> None:
+    """`betas` (Adam, AdamW, RAdam, Lion) is two numbers: torch reads betas[1] without checking the length."""
+    betas = opt.params.get("betas")
+    if "betas" in opt.params and (not isinstance(betas, list) or len(betas) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)):
+        raise ConfigError(f"optimizer.params.betas: expected two numbers in [0, 1), got {betas!r}")
+
+
+def _check_classes(cfg: Config) -> None:
+    """Class names used by other keys must be classes; what needs the layout and mode is checked by
+    tasks.build_task (a layout may be a plug-in this schema cannot know)."""
     task = cfg.task
-    fmt, mode = build_format(task.format, task.classes), build_mode(task.mode)
-    if fmt.label_kind != mode.label_kind:
-        raise ConfigError(f"task.mode: {task.mode!r} does not fit task.format {task.format!r} (its labels are "
-                          f"{'bit planes' if fmt.label_kind == 'bits' else 'one label map'}; use "
-                          f"{'multilabel' if fmt.label_kind == 'bits' else 'multiclass'})")
-    if cfg.data.split not in fmt.splits:
-        raise ConfigError(f"data.split: task.format {task.format!r} splits by {', '.join(fmt.splits)}, "
-                          f"not {cfg.data.split!r}")
-    if cfg.model.in_channels != fmt.channels:
-        raise ConfigError(f"model.in_channels: task.format {task.format!r} gives {fmt.channels}-channel images, "
-                          f"got {cfg.model.in_channels}")
-    if mode.name == "multiclass" and len(task.classes) < 2:
-        raise ConfigError("task.classes: multiclass needs the background and at least one class")
     if cfg.data.oversample is not None:
         unknown = [c for c in cfg.data.oversample.factors if c not in task.classes]
         if unknown:
             raise ConfigError(f"data.oversample.factors: unknown class {unknown[0]!r}")
     cp = cfg.transforms.copy_paste
     if cp is not None:
-        if mode.name != "multiclass":
-            raise ConfigError("transforms.copy_paste: works on label maps (task.mode: multiclass)")
         unknown = [c for c in cp.classes if c not in task.classes[1:]]
         if unknown or not cp.classes:
             raise ConfigError(f"transforms.copy_paste.classes: {unknown[0]!r} is not a class of task.classes[1:]"
                               if unknown else "transforms.copy_paste.classes: name at least one class")
         if not 0.0 <= cp.p <= 1.0 or cp.max_objects < 1:
             raise ConfigError("transforms.copy_paste: p must be in [0, 1] and max_objects at least 1")
-    if cfg.predict.crf is not None and mode.name != "multiclass":
-        raise ConfigError("predict.crf: DenseCRF refines softmax outputs (task.mode: multiclass)")

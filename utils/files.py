@@ -68,13 +68,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temp_folders(out: Path) -> None:
+    """`OUT.tmp-<pid>-<hex>` folders of atomic_folder writers whose process is gone (killed: a Ctrl-C removes its
+    own), and the `OUT.tmp-<hex>` of older versions, which held no process id."""
+    for tmp in out.parent.glob(f"{glob.escape(out.name)}.tmp-*"):
+        parts = tmp.name[len(out.name) + len(".tmp-"):].split("-")
+        old = len(parts) == 1 and len(parts[0]) == 8 and all(c in "0123456789abcdef" for c in parts[0])
+        dead = len(parts) == 2 and parts[0].isdigit() and not _alive(int(parts[0]))
+        if (old or dead) and tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_folder(out: Path) -> Iterator[Path]:
     """Yield an empty `OUT.tmp-XXXX` beside `out` (made with the umask's permissions, unlike tempfile.mkdtemp) to
     fill; on success it replaces `out`, which must be missing or empty, and on any failure it is removed, so an
-    interrupted writer never leaves a complete-looking folder. A body that removes the folder commits nothing."""
+    interrupted writer never leaves a complete-looking folder. A body that removes the folder commits nothing.
+    The name holds the writer's process id, so that the folders of killed writers are removed by the next one."""
+    remove_stale_temp_folders(out)
     while True:
-        tmp = out.with_name(f"{out.name}.tmp-{secrets.token_hex(4)}")
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             tmp.mkdir()
             break
@@ -102,6 +115,28 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def make_folder(path: str | Path) -> Path:
+    """`mkdir -p` whose failure (a file in the way, a full or read-only disk) is one line naming the folder."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{path}: exists and is not a folder") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the folder ({os_reason(e)})") from None
+    return path
+
+
+def check_output_folder(path: str | Path, flag: str = "--out") -> Path:
+    """Before any work: the output folder, or the nearest of its parents that exists, must be a folder."""
+    path = Path(path)
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "exists and is not a folder" if existing == path else f"{existing} is a file, not a folder"
+        raise UserError(f"{flag} {path}: {where}" if flag else f"{path}: {where}")
+    return path
+
+
 def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     """Before any work: the output file's folder must exist and the path must not be a folder."""
     path = Path(path)
@@ -112,3 +147,14 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"{flag} {path}: the folder {path.parent} is not writable")
     return path
+
+
+def check_new_folder(out: str | Path, flag: str = "--out") -> Path:
+    """Before any work: a folder to create must be missing or empty (nothing of an earlier result is mixed in)."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise UserError(f"{flag} {out}: exists and is not a directory; give a new folder")
+        if any(out.iterdir()):
+            raise UserError(f"{flag} {out}: output folder exists and is not empty; give a new folder or remove it")
+    return out

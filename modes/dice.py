@@ -28,7 +28,7 @@ class DiceScore:
         self.count += 1
 
     def update_counts(self, inter: torch.Tensor, pred_area: torch.Tensor, truth_area: torch.Tensor) -> None:
-        """One image from per-class counts (float64), e.g. trainer.fullsize.dice_counts: same Dice as `update`."""
+        """One image from per-class counts (float64), e.g. modes.fullsize.dice_counts: same Dice as `update`."""
         dice = (2 * inter + DICE_EPS) / (pred_area + truth_area + DICE_EPS)
         self.sums += dice.to(self.sums.device)
         self.count += 1

@@ -14,9 +14,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
-from utils.errors import DataError
-from utils.submission import csv_rows
+from modes.crf import dense_crf
+from modes.multiclass import dense_probs
+from tasks.coco.reader import read_coco_json, split_path
+from utils.csvfile import csv_rows
+from utils.errors import DataError, UserError
 
 HEADER = ("image_id", "PredictionString")
 SUBMISSION_SIZE = 256
@@ -83,8 +87,6 @@ def save_label_png(folder: str | Path, file_name: str, labels: np.ndarray) -> Pa
 
 def test_image_ids(test_json: str | Path) -> list[str]:
     """The `file_name`s of test.json's images, in its order (the submission order)."""
-    from data.coco import read_coco_json  # here, not at the top: reading CSVs needs no COCO library
-
     path = Path(test_json)
     data = read_coco_json(path, kind="test")
     names = []
@@ -193,3 +195,80 @@ def hard_vote_labels(csv_paths, out_path, num_classes: int) -> int:
                 votes += np.eye(num_classes, dtype=np.int32)[sub[name]].transpose(2, 0, 1)
             writer.write_image(name, votes.argmax(0).astype(np.uint8))
     return len(names)
+
+
+# --------------------------------------------------------------------------- the task's submission
+
+
+class TrashSubmission:
+    """`task.submission: trash`: softmax probabilities averaged over TTA, windows and members at each image's own
+    size, optionally refined by DenseCRF, then argmax; rows in test.json order."""
+    name = "trash"
+    header = HEADER  # how --check tells the format of a CSV
+    layouts = ("coco",)  # whose test.json it follows
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.classes = list(layout.classes)
+
+    def test_samples(self, root) -> list:
+        """The images of test.json, each found on disk, checked before predicting."""
+        return self.layout.test_samples(root)
+
+    def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None) -> _LabelWriter:
+        return _LabelWriter(out, crf, save_masks, read_image or self.layout.read_image)
+
+    def validate(self, path, root) -> list[str]:
+        return validate_trash_submission(path, split_path(root, "test"), len(self.classes))
+
+    def decode(self, path, root):
+        """Yield (test sample, (C, H, W) bool masks at its size; the background's plane empty) for the images of
+        a submission, in file order: the 256x256 labels resized by nearest neighbour."""
+        rows = read_trash_submission(path, len(self.classes))
+        samples = {s.key: s for s in self.test_samples(root)}
+        for key, labels in rows.items():
+            if key not in samples:
+                raise DataError(f"{path}: image {key!r} is not in {split_path(root, 'test')}")
+            sample = samples[key]
+            full = cv2.resize(labels, (sample.width, sample.height), interpolation=cv2.INTER_NEAREST)
+            masks = full[None] == np.arange(len(self.classes), dtype=np.uint8)[:, None, None]
+            masks[0] = False
+            yield sample, masks
+
+    def hard_vote(self, paths: list, min_votes: int | None, out, root) -> str:
+        """Each pixel's majority label (a tie goes to the lowest label); --min-votes does not apply."""
+        if min_votes is not None:
+            raise UserError("--min-votes: the trash submission votes each pixel's majority label; leave it out")
+        count = hard_vote_labels(paths, out, len(self.classes))
+        return f"wrote {out}: {count} images, per-pixel majority label of {len(paths)} submissions"
+
+
+class _LabelWriter:
+    """Per image: the dense mean probabilities, DenseCRF when configured, argmax (`prepare`, on the prediction's
+    device); then the row and the optional label PNG (`write`, in a background thread)."""
+
+    def __init__(self, out, crf, save_masks, read_image):
+        self.csv = TrashSubmissionWriter(out)
+        self.crf, self.save_masks, self.read_image = crf, save_masks, read_image
+
+    def __enter__(self):
+        self.csv.__enter__()
+        return self
+
+    def prepare(self, sample, probs):
+        mean = dense_probs(probs)
+        if self.crf is not None:
+            c = self.crf
+            mean = torch.from_numpy(dense_crf(self.read_image(sample.image), mean.cpu().numpy(), c.iterations,
+                                              c.gaussian_sxy, c.gaussian_compat, c.bilateral_sxy, c.bilateral_srgb,
+                                              c.bilateral_compat))
+        return sample.key, mean.argmax(0).to(torch.uint8).cpu().numpy()
+
+    def write(self, payload) -> None:
+        key, labels = payload
+        self.csv.write_image(key, labels)
+        if self.save_masks is not None:
+            save_label_png(self.save_masks, key, labels)
+
+    def __exit__(self, exc_type, exc, tb):
+        return self.csv.__exit__(exc_type, exc, tb)

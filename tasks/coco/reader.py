@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from utils.errors import ConfigError, DataError
+from utils.errors import DataError
 
 SPLIT_FILES = {"train_all": "train_all.json", "train": "train.json", "val": "val.json", "test": "test.json"}
 
@@ -184,14 +184,6 @@ def decode_rle(rle: dict) -> np.ndarray:
         return mask_utils.decode(rle)
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: missing or unreadable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def class_presence(samples: list[CocoSample], num_classes: int) -> np.ndarray:
     """(N, C) 0/1: which labels each image holds (background excluded: every image has some)."""
     presence = np.zeros((len(samples), num_classes), np.uint8)
@@ -199,54 +191,6 @@ def class_presence(samples: list[CocoSample], num_classes: int) -> np.ndarray:
         for label in s.labels:
             presence[i, label] = 1
     return presence
-
-
-def stratified_kfold(presence: np.ndarray, n_splits: int, fold: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, validation indices) of `fold`: iterative-stratification's MultilabelStratifiedKFold over
-    each image's class presence, so every class's images spread evenly over the folds."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
-    if not 0 <= fold < n_splits:
-        raise ConfigError(f"data.fold: {fold} is out of range for data.n_splits={n_splits} (0..{n_splits - 1})")
-    if len(presence) < n_splits:
-        raise DataError(f"only {len(presence)} images for data.n_splits={n_splits}")
-    folds = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    fold_of = np.zeros(len(presence), np.int64)
-    for f, (_, val) in enumerate(folds.split(np.zeros(len(presence)), presence)):
-        fold_of[val] = f
-    fold_of = balance_folds(presence, fold_of, n_splits)
-    return np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-
-
-def balance_folds(presence: np.ndarray, fold_of: np.ndarray, n_splits: int, max_passes: int = 50) -> np.ndarray:
-    """Swap images between folds while it lowers the squared distance of every class's per-fold count from even.
-
-    Iterative stratification places the rarest classes first, so the frequent classes (which images share with
-    the rare ones) can end several images off even: 4 of 37 on the synthetic set. No maintained library refines
-    a split, hence this greedy pass; a swap keeps the fold sizes, and each image's best swap is found at once
-    with numpy: moving i (fold a) and j (fold b) changes the sum of squares by 2 (D[a] - D[b]).d + 2 |d|^2, with
-    d = presence[j] - presence[i] and D the (fold, class) deviation from even.
-    """
-    p = presence.astype(np.float64)
-    fold_of = fold_of.copy()
-    dev = np.stack([p[fold_of == f].sum(0) for f in range(n_splits)]) - p.sum(0) / n_splits
-    for _ in range(max_passes):
-        improved = False
-        for i in range(len(p)):
-            a = fold_of[i]
-            d = p - p[i]
-            gain = 2 * ((dev[a] - dev[fold_of]) * d).sum(1) + 2 * (d * d).sum(1)
-            gain[fold_of == a] = np.inf
-            j = int(np.argmin(gain))
-            if gain[j] < -1e-9:
-                b = fold_of[j]
-                dev[a] += d[j]
-                dev[b] -= d[j]
-                fold_of[i], fold_of[j] = b, a
-                improved = True
-        if not improved:
-            break
-    return fold_of
 
 
 def split_path(root: str | Path, split: str) -> Path:

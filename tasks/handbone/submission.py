@@ -1,4 +1,4 @@
-"""Competition submission CSVs: write atomically, read strictly, validate, hard-vote.
+"""The hand-bone competition's submission CSV: write atomically, read strictly, validate, hard-vote.
 
 Layout: header ``image_name,class,rle``; ``image_name`` is the PNG's basename; per image one
 row per class, in class order; images in the sorted order of their ``IDxxx/name.png`` paths
@@ -11,25 +11,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 
+from tasks.handbone.reader import IMAGE_DIR, scan_split
+from utils.csvfile import Problems, csv_rows
 from utils.errors import DataError, UserError
 from utils.files import remove_stale_temps, write_error
-from utils.rle import parse_rle, runs_to_rle
-
-__all__ = [
-    "HEADER",
-    "SubmissionWriter",
-    "hard_vote",
-    "list_test_images",
-    "read_png_size",
-    "read_submission",
-    "read_test_image_sizes",
-    "validate_submission",
-]
+from utils.images import read_png_size
+from utils.rle import decode_rle, encode_rle_crop, parse_rle, runs_to_rle
 
 HEADER = ("image_name", "class", "rle")
 
@@ -98,25 +89,6 @@ class SubmissionWriter:
 
 # --------------------------------------------------------------------------- reading
 
-class _Problems(list):
-    """Problem lines, capped so a wholly wrong CSV yields a readable report."""
-
-    def __init__(self, limit):
-        super().__init__()
-        self.limit = limit
-        self.dropped = 0
-
-    def add(self, line):
-        if len(self) < self.limit:
-            self.append(line)
-        else:
-            self.dropped += 1
-
-    @property
-    def full(self):
-        return len(self) >= self.limit
-
-
 def _scan(path, classes, problems):
     """Parse a submission into {image_name: {class: rle}} (in file order) and its row count.
 
@@ -168,30 +140,6 @@ def _scan(path, classes, problems):
     return images, n_rows
 
 
-@contextlib.contextmanager
-def csv_rows(path):
-    """A strict csv.reader over a submission file (UTF-8, BOM allowed), shared by both submission formats. csv's
-    128 KiB field limit is lifted meanwhile (a noisy mask's RLE, a 256x256 PredictionString are longer). A missing
-    file, a folder, text that is not UTF-8 or not CSV become one-line DataErrors naming the file."""
-    old = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)
-    reader = None
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, strict=True)
-            yield reader
-    except FileNotFoundError:
-        raise DataError(f"{path}: submission file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a submission CSV") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text CSV file") from None
-    except csv.Error as e:
-        raise DataError(f"{path}: not a valid CSV file (line {reader.line_num}: {e})") from None
-    finally:
-        csv.field_size_limit(old)
-
-
 def _check_block(path, name, block, line, classes, problems):
     """Problems with one image's block of rows: missing classes, or classes out of order."""
     missing = [c for c in classes if c not in block]
@@ -211,7 +159,7 @@ def read_submission(path, classes):
     naming the file and line) for the first structural problem. RLE texts are not decoded.
     """
     classes = list(classes)
-    problems = _Problems(limit=1)
+    problems = Problems(limit=1)
     images, _ = _scan(path, classes, problems)
     if problems:
         raise DataError(problems[0])
@@ -220,42 +168,25 @@ def read_submission(path, classes):
 
 # --------------------------------------------------------------------------- test images
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def read_png_size(path):
-    """(height, width) of a PNG from its IHDR chunk: 24 bytes read instead of decoding a
-    2048x2048 image (~30 ms each with cv2), so checking 300 test images takes milliseconds.
-    The PNG spec requires IHDR first: signature (8 bytes), chunk length (4), 'IHDR' (4),
-    then width and height as big-endian uint32 at bytes 16-24.
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise DataError(f"{path}: not a PNG file (no PNG signature and IHDR header)")
-    width, height = struct.unpack(">II", head[16:24])
-    return height, width
-
-
-def list_test_images(test_root):
-    """Sorted 'IDxxx/name.png' paths of the test images under ROOT/test/DCM (submission order): the one list that
-    inference predicts (data.handbone.scan_split) and that --check and hard voting expect; files it skips are
-    named in a warning there."""
-    from data.handbone import scan_split  # here, not at the top: reading CSVs needs no image library
-
-    dcm = Path(test_root) / "test" / "DCM"
-    rel = [sample.key for sample in scan_split(test_root, "test")]
+def test_samples(test_root) -> list:
+    """The test images under ROOT/test/DCM in submission order (sorted 'IDxxx/name.png' paths): the one list that
+    inference predicts and that --check and hard voting expect; files scan_split skips are named in a warning
+    there. Two images of one file name are refused: their rows could not be told apart."""
+    dcm = Path(test_root) / "test" / IMAGE_DIR
+    samples = scan_split(test_root, "test")
     seen = {}
-    for r in rel:
-        name = r.rsplit("/", 1)[-1]
+    for sample in samples:
+        name = sample.key.rsplit("/", 1)[-1]
         if name in seen:
             raise DataError(f"{dcm}: two test images share the file name {name!r} "
-                            f"({seen[name]} and {r}); submission rows could not tell them apart")
-        seen[name] = r
-    return rel
+                            f"({seen[name]} and {sample.key}); submission rows could not tell them apart")
+        seen[name] = sample.key
+    return samples
+
+
+def list_test_images(test_root) -> list[str]:
+    """The sorted 'IDxxx/name.png' keys of test_samples."""
+    return [sample.key for sample in test_samples(test_root)]
 
 
 def read_test_image_sizes(test_root):
@@ -280,7 +211,7 @@ def validate_submission(csv_path, test_root, classes, max_problems=50):
     dcm = Path(test_root) / "test" / "DCM"
     expected = [r.rsplit("/", 1)[-1] for r in rel]
     where = dict(zip(expected, rel))
-    problems = _Problems(max_problems)
+    problems = Problems(max_problems)
     images, n_rows = _scan(csv_path, classes, problems)
     if problems and not images:           # bad header or empty: nothing else is meaningful
         return list(problems)
@@ -386,4 +317,79 @@ def hard_vote(csv_paths, min_votes, out_path, classes, sizes):
             writer.write_image(name, rles)
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- the task's submission
+
+
+class HandboneSubmission:
+    """`task.submission: handbone`: thresholded sigmoid masks as RLE rows, asked by inference.py, ensemble.py and
+    the tests through the task (tasks/__init__.py)."""
+    name = "handbone"
+    header = HEADER  # how --check tells the format of a CSV
+    layouts = ("handbone",)  # whose test set it lists
+
+    def __init__(self, layout):
+        self.classes = list(layout.classes)
+
+    def test_samples(self, root) -> list:
+        return test_samples(root)
+
+    def writer(self, out, thresholds, crf=None, save_masks=None, read_image=None) -> _RleWriter:
+        if save_masks is not None:
+            raise UserError("--save-masks writes label maps of the trash submission; the hand-bone CSV holds RLE "
+                            "masks (use --save-probs for the probabilities)")
+        if crf is not None:
+            raise UserError("predict.crf: DenseCRF refines softmax outputs, not the hand-bone sigmoid masks")
+        return _RleWriter(out, self.classes, thresholds)
+
+    def validate(self, path, root) -> list[str]:
+        return validate_submission(path, root, self.classes)
+
+    def decode(self, path, root):
+        """Yield (test sample, (C, H, W) bool masks at its size) for the images of a submission, in file order."""
+        rles = read_submission(path, self.classes)
+        samples = {Path(s.key).name: s for s in test_samples(root)}
+        for name, image_rles in rles.items():
+            if name not in samples:
+                raise DataError(f"{path}: image {name!r} is not a test image of {root}")
+            size = read_png_size(samples[name].image)
+            try:
+                yield samples[name], np.stack([decode_rle(rle, *size) for rle in image_rles]).astype(bool)
+            except ValueError as e:
+                raise DataError(f"{path}: image {name!r}: {e}") from None
+
+    def hard_vote(self, paths: list, min_votes: int | None, out, root) -> str:
+        """A pixel is kept where at least `min_votes` submissions agree; returns the line to print."""
+        if min_votes is None:
+            raise UserError("--csvs needs --min-votes N")
+        if not 1 <= min_votes <= len(paths):
+            raise UserError(f"--min-votes: {min_votes} is not between 1 and the {len(paths)} submissions")
+        if not root:
+            raise UserError("--csvs needs --data ROOT (the test images give each mask's size)")
+        hard_vote(paths, min_votes, out, self.classes, read_test_image_sizes(root))
+        return f"wrote {out}: pixels kept where at least {min_votes} of {len(paths)} submissions agree"
+
+
+class _RleWriter:
+    """Per image: masks thresholded inside their boxes (modes.fullsize) on the prediction's device (`prepare`),
+    then run-length encoded from the crops with their offsets and written (`write`, in a background thread)."""
+
+    def __init__(self, out, classes: list[str], thresholds):
+        self.csv = SubmissionWriter(out, classes)
+        self.thresholds = thresholds
+
+    def __enter__(self):
+        self.csv.__enter__()
+        return self
+
+    def prepare(self, sample, probs):
+        masks = [None if m is None else (m[0], m[1].cpu().numpy())
+                 for m in probs.masks(self.thresholds.to(probs.device))]
+        return Path(sample.key).name, probs.size[1], masks
+
+    def write(self, payload) -> None:
+        name, width, masks = payload
+        self.csv.write_image(name, ["" if m is None else encode_rle_crop(m[1], m[0][0], m[0][2], width)
+                                    for m in masks])
+
+    def __exit__(self, exc_type, exc, tb):
+        return self.csv.__exit__(exc_type, exc, tb)

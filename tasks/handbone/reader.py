@@ -71,14 +71,6 @@ def _files(folder: Path, suffix: str) -> list[Path]:
     return sorted(p for p in folder.glob("*/*") if p.is_file() and p.suffix.lower() == suffix)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode a PNG as 8-bit grayscale at its own size."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise DataError(f"{path}: missing or unreadable image")
-    return image
-
-
 def read_polygons(path: Path, classes: list[str], height: int, width: int
                   ) -> tuple[list[tuple[int, np.ndarray]], list[str]]:
     """Parse an annotation JSON into (class index, points (N, 2) float32) pairs.
@@ -152,13 +144,6 @@ def rasterize(polygons: list[tuple[int, np.ndarray]], num_classes: int, src_hw: 
         fixed = np.round(np.stack([x, y], axis=1) * (1 << _SHIFT)).astype(np.int32)
         cv2.fillPoly(masks[cls], [fixed], 1, lineType=cv2.LINE_8, shift=_SHIFT)
     return masks
-
-
-def resize_image(image: np.ndarray, size: int | None) -> np.ndarray:
-    """Resize to size x size with area averaging (the one resize used by the cache and by inference)."""
-    if size is None or image.shape == (size, size):
-        return image
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def read_meta(root: str | Path) -> dict[str, dict]:

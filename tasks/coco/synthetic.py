@@ -8,7 +8,7 @@ objects are drawn in two parts (a polygon list of two rings) and some segmentati
 not), so the reader sees every encoding the real data may hold. Objects are painted largest first, the rule the
 label maps follow (data/coco.py), so pixels and labels agree.
 
-Usage: ``python -m data.synthetic_coco --out DIR --train 60 --test 10 --size 256 --seed 0``
+Usage: ``python -m tasks.coco.synthetic --out DIR --train 60 --test 10 --size 256 --seed 0``
 """
 from __future__ import annotations
 
@@ -154,15 +154,21 @@ def _coco(images: list[dict], annotations: list[dict] | None) -> dict:
     return data
 
 
-def _check_args(out: Path, train: int, test: int, size: int, seed: int, val_fraction: float) -> None:
+CLI_NAMES = {"train": "--train", "test": "--test", "size": "--size", "seed": "--seed"}
+CONFIG_NAMES = {"train": "data.synthetic.ids", "test": "data.synthetic.test_ids", "size": "data.synthetic.size",
+                "seed": "data.synthetic.seed"}  # generated from a config's data.synthetic
+
+
+def _check_args(out: Path, train: int, test: int, size: int, seed: int, val_fraction: float,
+                names: dict = CLI_NAMES) -> None:
     if train < 2:
-        raise UserError(f"--train must be >= 2, got {train}")
+        raise UserError(f"{names['train']} must be >= 2, got {train}")
     if test < 0:
-        raise UserError(f"--test must be >= 0, got {test}")
+        raise UserError(f"{names['test']} must be >= 0, got {test}")
     if size < 64:
-        raise UserError(f"--size must be >= 64, got {size}")
+        raise UserError(f"{names['size']} must be >= 64, got {size}")
     if seed < 0:
-        raise UserError(f"--seed must be >= 0, got {seed}")
+        raise UserError(f"{names['seed']} must be >= 0, got {seed}")
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -170,11 +176,11 @@ def _check_args(out: Path, train: int, test: int, size: int, seed: int, val_frac
 
 
 def generate(out, train: int = 60, test: int = 10, size: int = 512, seed: int = 0, val_fraction: float = 0.2,
-             progress: bool = True) -> Path:
+             progress: bool = True, names: dict = CLI_NAMES) -> Path:
     """Write the dataset to `out` and return it. Built in a sibling temporary folder renamed at the end, so an
     interrupted run never leaves a complete-looking dataset."""
     out = Path(out)
-    _check_args(out, train, test, size, seed, val_fraction)
+    _check_args(out, train, test, size, seed, val_fraction, names)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(out) as tmp:
         rng = np.random.default_rng(seed)
@@ -219,7 +225,7 @@ def generate(out, train: int = 60, test: int = 10, size: int = 512, seed: int = 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.synthetic_coco", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.coco.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="dataset root to create")
     parser.add_argument("--train", type=int, default=60, help="labelled images (train_all.json)")
     parser.add_argument("--test", type=int, default=10, help="unlabelled test images (test.json)")

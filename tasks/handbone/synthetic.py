@@ -5,7 +5,7 @@ the JSON quirks (a ``.jpg`` filename and 3060 x 3060 metadata that do not match 
 spreadsheet headers, ``_x0008_`` junk in the sex column) are reproduced on purpose, so that code
 which reads the synthetic set also reads the real one.
 
-Usage: ``python -m data.synthetic --out DIR --ids 20 --test-ids 5 --size 2048 --seed 0``
+Usage: ``python -m tasks.handbone.synthetic --out DIR --ids 20 --test-ids 5 --size 2048 --seed 0``
 """
 import argparse
 import datetime
@@ -261,27 +261,32 @@ def _write_hand(root: Path, parent: str, stem: str, size: int, seed, mirror: boo
         (json_dir / f"{stem}.json").write_text(json.dumps(record), encoding="utf-8")
 
 
-def _check_args(out: Path, ids: int, test_ids: int, size: int, seed: int) -> None:
+CLI_NAMES = {"ids": "--ids", "test_ids": "--test-ids", "size": "--size", "seed": "--seed"}
+CONFIG_NAMES = {key: f"data.synthetic.{key}" for key in CLI_NAMES}  # generated from a config's data.synthetic
+
+
+def _check_args(out: Path, ids: int, test_ids: int, size: int, seed: int, names: dict = CLI_NAMES) -> None:
     if ids < 1:
-        raise UserError(f"--ids must be >= 1, got {ids}")
+        raise UserError(f"{names['ids']} must be >= 1, got {ids}")
     if test_ids < 0:
-        raise UserError(f"--test-ids must be >= 0, got {test_ids}")
+        raise UserError(f"{names['test_ids']} must be >= 0, got {test_ids}")
     if size < 128:
-        raise UserError(f"--size must be >= 128, got {size}")
+        raise UserError(f"{names['size']} must be >= 128, got {size}")
     if seed < 0:
-        raise UserError(f"--seed must be >= 0, got {seed}")
+        raise UserError(f"{names['seed']} must be >= 0, got {seed}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"output path already exists and is not an empty directory: {out}")
 
 
-def generate(out, ids: int, test_ids: int, size: int = 2048, seed: int = 0, progress: bool = True) -> Path:
+def generate(out, ids: int, test_ids: int, size: int = 2048, seed: int = 0, progress: bool = True,
+             names: dict = CLI_NAMES) -> Path:
     """Write a synthetic dataset to ``out`` (train IDs with JSON, test IDs without) and return it.
 
     Everything is written into a sibling temporary directory that is renamed to ``out`` at the
     end, so an interrupted run never leaves a dataset that looks complete.
     """
     out = Path(out)
-    _check_args(out, ids, test_ids, size, seed)
+    _check_args(out, ids, test_ids, size, seed, names)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(out) as tmp:
         rng = np.random.default_rng(seed)
@@ -303,7 +308,7 @@ def generate(out, ids: int, test_ids: int, size: int = 2048, seed: int = 0, prog
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.handbone.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="dataset root to create")
     parser.add_argument("--ids", type=int, default=20, help="train persons (2 images each)")
     parser.add_argument("--test-ids", type=int, default=5, help="test persons (2 images each, no labels)")

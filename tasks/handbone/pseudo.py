@@ -2,10 +2,10 @@
 
 `DIR/train/DCM/IDxxx/<name>.png` (a hard link to the test image, or a copy across file systems) and
 `DIR/train/outputs_json/IDxxx/<name>.json` (one polygon per predicted class, in the competition's JSON schema), so
-`data.handbone.scan_split(DIR, "train")` reads a pseudo-label folder like the real training set.
+`tasks.handbone.reader.scan_split(DIR, "train")` reads a pseudo-label folder like the real training set.
 
 - A class's polygon is the outer contour of the largest 8-connected component of its thresholded mask, traced
-  through the mask's own boundary pixels. `cv2.fillPoly` (and so `data.handbone.rasterize`) fills polygon edges
+  through the mask's own boundary pixels. `cv2.fillPoly` (and so `tasks.handbone.reader.rasterize`) fills polygon edges
   inclusively, so filling the polygon gives back exactly that component with its holes filled; smaller components
   are dropped. A class with no component of at least 3 contour points gets no annotation.
 - Confidence of an image (`confidence`): the mean over all classes and pixels of max(p, 1 - p), in [0.5, 1]. It is
@@ -28,10 +28,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.handbone import ANNOTATION_DIR, IMAGE_DIR, Sample
-from trainer.fullsize import FullSizeProbs
-from utils.errors import UserError
-from utils.files import atomic_folder
+from modes.fullsize import FullSizeProbs
+from tasks.handbone.reader import ANNOTATION_DIR, IMAGE_DIR, Sample
+from utils.files import atomic_folder, check_new_folder
 
 MANIFEST = "pseudo_labels.json"
 
@@ -99,17 +98,6 @@ def confidence(probs) -> float:
     return 0.5 + float((probs.float() - 0.5).abs_().mean(dtype=torch.float64))
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """Refuse an existing non-empty (or non-directory) output path, naming it."""
-    out = Path(out)
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise UserError(f"{out}: exists and is not a directory; give a new --out folder")
-        if any(out.iterdir()):
-            raise UserError(f"{out}: output folder exists and is not empty; give a new --out folder or remove it")
-    return out
-
-
 @dataclass
 class PseudoReport:
     """What `write_pseudo_labels` did: per-image confidence, kept and skipped keys, classes without a polygon."""
@@ -129,7 +117,7 @@ class PseudoReport:
 def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str | Path, classes: list[str],
                         threshold: float = 0.5, min_confidence: float = 0.9,
                         info: dict | None = None) -> PseudoReport:
-    """Write a pseudo-label folder from (test sample, full-size probabilities) pairs: trainer.fullsize's
+    """Write a pseudo-label folder from (test sample, full-size probabilities) pairs: modes.fullsize's
     FullSizeProbs (as trainer.inference.iter_full_size_probs yields them) or (C, H, W) tensors / arrays.
 
     Images with `confidence(probs) < min_confidence` are skipped; a kept image's masks are `probs > threshold`
@@ -137,7 +125,7 @@ def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str |
     (e.g. checkpoints and weights) and every image's confidence. Returns a PseudoReport; when no image is kept,
     nothing is written and `report.written` is False.
     """
-    out = check_out_dir(out)
+    out = check_new_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = PseudoReport(out)
     with atomic_folder(out) as tmp:
@@ -169,7 +157,7 @@ def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str |
                     "kept": report.kept, "skipped": report.skipped, "empty_classes": report.empty,
                     "confidence": report.confidences}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        check_out_dir(out)  # nothing appeared there meanwhile
+        check_new_folder(out)  # nothing appeared there meanwhile
     report.written = True
     return report
 

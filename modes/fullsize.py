@@ -228,8 +228,8 @@ class FullSizeProbs:
         """0.5 + mean over classes and pixels of |p - 0.5|, without the full-size map.
 
         Outside the boxes for 0.5 every pixel is <= 0.5, so there |p - 0.5| = 0.5 - p, and the sum of p over the
-        whole image is linear in the model-resolution maps (row and column weight sums). Equal to data.pseudo's
-        confidence of the full map up to float64 rounding of the sums (~1e-9)."""
+        whole image is linear in the model-resolution maps (row and column weight sums). Equal to the hand-bone
+        pseudo-labels' confidence of the full map (tasks/handbone/pseudo.py) up to float64 rounding of the sums."""
         inside_abs = inside_sum = 0.0
         inside_count = 0
         with one_thread(self.device):
