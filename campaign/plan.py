@@ -27,6 +27,9 @@ class Campaign:
     overrides: list[str] = field(default_factory=list)
     space: Space | None = None  # None: a queue campaign (configs stored in the queued trials)
     queue_size: int = 0
+    # queue index -> the literal webhook URL of that queued config: the study holds the config redacted (a saved
+    # copy), the workers get the real value in memory only, from the process that read the queue files
+    queue_webhooks: dict[int, str] = field(default_factory=dict)
     trials: int | None = None  # settled trials wanted (sampled spaces); a grid or queue ends when covered
     heartbeat: int | None = 60
     grace: int | None = None

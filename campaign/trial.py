@@ -1,6 +1,7 @@
 """One trial = one ordinary training run in runs/<study>/trial-<n>/, reporting each validation to Optuna."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -12,7 +13,7 @@ from tracking.build import build_tracking
 from trainer.callbacks import Callback, StopTraining
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
-from utils.config import Config, from_dict, load_config
+from utils.config import REDACTED, Config, from_dict, load_config
 from utils.logger import labelled_output
 
 
@@ -40,8 +41,14 @@ class ReportToOptuna(Callback):
 def trial_config(campaign: Campaign, trial: optuna.Trial) -> Config:
     if campaign.space is None:
         attrs = trial.user_attrs
-        return from_dict(attrs[QUEUE_CONFIG_ATTR], source=f"queued config #{attrs[QUEUE_ATTR]}",
-                         overrides=campaign.overrides)
+        cfg = from_dict(attrs[QUEUE_CONFIG_ATTR], source=f"queued config #{attrs[QUEUE_ATTR]}",
+                        overrides=campaign.overrides)
+        webhook = campaign.queue_webhooks.get(attrs[QUEUE_ATTR])
+        notify = cfg.logging.notify
+        if webhook and notify is not None and notify.webhook == REDACTED:  # the real URL, redacted in the study
+            cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
+                cfg.logging, notify=dataclasses.replace(notify, webhook=webhook)))
+        return cfg
     return load_config(campaign.config, list(campaign.overrides) + campaign.space.overrides(trial))
 
 

@@ -106,7 +106,7 @@ def test_cpu_augmentations_follow_the_torch_seed():
 
 @pytest.fixture(scope="module")
 def trash_root(tmp_path_factory):
-    from data.synthetic_coco import generate
+    from tasks.coco.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("trash") / "ds", train=8, test=3, size=64, seed=2, progress=False)
 
@@ -182,6 +182,21 @@ def test_resume_of_a_trash_run_prints_its_miou(trash_root, tmp_path, capsys):
     Trainer(longer, tmp_path / "run", setup_runtime(longer.trainer), resume=str(tmp_path / "run" / "last.pt"),
             progress=False)
     assert best >= 0 and f"after epoch 1 of 2 (best mIoU so far {best:.4f})" in capsys.readouterr().out
+
+
+def test_a_trash_run_is_reproduced_exactly(trash_root, tmp_path):
+    """The trash demo's randomness (oversampling, copy-paste, GPU flips, a loader worker) follows trainer.seed: the
+    same config gives the same losses and scores, which is what makes the README's figure reproducible."""
+    def metrics(name: str) -> list[dict]:
+        cfg = tiny_trash(trash_root, tmp_path / "cache", "trainer.epochs=2", "data.num_workers=1",
+                         "data.oversample={inverse_frequency: true, max_factor: 2}",
+                         "transforms.copy_paste={classes: [Battery, Clothing], p: 1.0, max_objects: 2}")
+        Trainer(cfg, tmp_path / name, setup_runtime(cfg.trainer), progress=False).fit()
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+    first = metrics("a")
+    assert first == metrics("b") and first[-1]["val_miou"] is not None
 
 
 # ------------------------------------------------------------------------------------------- Ctrl-C

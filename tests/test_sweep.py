@@ -24,7 +24,7 @@ from campaign import study as studies
 from campaign.plan import Campaign, duplicate_of
 from campaign.space import load_space
 from campaign.worker import run_worker
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, files_containing, tiny_overrides
 from tests.system import unavailable
 from utils.errors import ConfigError, UserError
 
@@ -238,12 +238,17 @@ def test_killed_and_interrupted_trials_are_retried_and_the_rerun_completes_every
 # ------------------------------------------------------------------------------------------- queue, pruning
 
 
-def test_queue_drains_in_order(dataset_root, tmp_path):
+def test_queue_drains_in_order(dataset_root, tmp_path, webhook):
+    url, received = webhook
     configs = [write(tmp_path / f"{name}.yaml", f"_base_: [{DEMO}]\nname: {name}\ntrainer: {{seed: {seed}}}\n")
                for name, seed in (("first", 1), ("second", 2))]
+    with open(configs[1], "a") as f:  # a literal URL: redacted in the study, still the one the worker posts to
+        f.write(f"logging: {{notify: {{webhook: '{url}', events: [end]}}}}\n")
     out = tmp_path / "queue"
     assert sweep_main("--queue", *configs, "--study", "queue", "--out", str(out),
                       *sets(dataset_root, tmp_path / "cache")) == 0  # one worker: in this process
+    assert [m["event"] for m in received] == ["end"] and "second" in received[0]["text"]
+    assert files_containing(tmp_path, "T000-SECRET-TOKEN") == [Path(configs[1])]  # not in study.db nor the trial
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "queue")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert [t.user_attrs["queue_name"] for t in trials] == configs

@@ -1,50 +1,21 @@
 """Tracking backends read back with their own readers, webhook notifications, and the secret kept out of files."""
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from tests.conftest import SECRET, files_containing
 from tracking import checks
 from tracking.build import build_tracking
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
 from utils.errors import ConfigError
 
-SECRET = "http://127.0.0.1:{port}/hooks/T000-SECRET-TOKEN"
-
 
 def fit(cfg, run_dir):
     """As train.py runs it: the tracking callbacks built by the caller, handed to the Trainer."""
     return Trainer(cfg, run_dir, setup_runtime(cfg.trainer), progress=False,
                    callbacks=build_tracking(cfg, run_dir)).fit()
-
-
-@pytest.fixture
-def webhook():
-    """A Slack stand-in on 127.0.0.1: collects the JSON bodies posted to it."""
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield SECRET.format(port=server.server_port), received
-    server.shutdown()
-
-
-def files_containing(folder, text: str) -> list:
-    needle = text.encode()
-    return [p for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
 def test_backends_read_back_and_webhook(tiny_config, tmp_path, webhook, monkeypatch):
