@@ -188,7 +188,7 @@ def test_a_trash_run_is_reproduced_exactly(trash_root, tmp_path):
     """The trash demo's randomness (oversampling, copy-paste, GPU flips, a loader worker) follows trainer.seed: the
     same config gives the same losses and scores, which is what makes the README's figure reproducible."""
     def metrics(name: str) -> list[dict]:
-        cfg = tiny_trash(trash_root, tmp_path / "cache", "trainer.epochs=2", "data.num_workers=1",
+        cfg = tiny_trash(trash_root, tmp_path / "cache", "trainer.epochs=1", "data.num_workers=1",
                          "data.oversample={inverse_frequency: true, max_factor: 2}",
                          "transforms.copy_paste={classes: [Battery, Clothing], p: 1.0, max_objects: 2}")
         Trainer(cfg, tmp_path / name, setup_runtime(cfg.trainer), progress=False).fit()
