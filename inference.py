@@ -95,7 +95,9 @@ def check_arguments(args) -> None:
         raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
     if args.threshold is not None and args.thresholds:
         raise UserError("give either --threshold or --thresholds, not both")
-    for path, what in ((args.checkpoint, "checkpoint"), (args.config, "config file"),
+    onnx = Path(args.checkpoint or "").suffix.lower() == ".onnx"  # as trainer.inference.is_onnx tells
+    model_file = "ONNX file" if onnx else "checkpoint"
+    for path, what in ((args.checkpoint, model_file), (args.config, "config file"),
                        (args.thresholds, "thresholds file"), (args.check, "submission file")):
         require_file(path, what)
     require_dir(args.data, "data root")
