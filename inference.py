@@ -28,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--thresholds", metavar="JSON", help="per-class thresholds written by --tune-thresholds")
     p.add_argument("--save-probs", metavar="DIR", help="also save each image's probability maps (uint8, compressed)")
     p.add_argument("--save-masks", metavar="DIR", help="trash submission: also write each test image's label map at "
-                   "its original size as an 8-bit PNG named after the image")
+                   "its original size as an 8-bit PNG named after the image, into a new (or empty) folder")
     p.add_argument("--tune-thresholds", metavar="JSON", help="instead of predicting the test set, pick per-class "
                    "thresholds on the checkpoint's validation fold and save them")
     p.add_argument("--check", metavar="CSV", help="only validate this submission against --data (or the config's root)")
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         raise UserError("give either --threshold or --thresholds, not both")
     # every argument is checked before the model is loaded and the first image predicted
     from utils.cli import check_threshold, check_workers
-    from utils.files import check_output_file
+    from utils.files import check_new_folder, check_output_file, check_output_folder
 
     check_workers(args.workers)
     if args.threshold is not None:
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
         check_output_file(args.out)
     if args.save_probs and Path(args.save_probs).is_file():
         raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
+    if args.save_masks:  # built under a temporary name and renamed when complete: a new or empty folder
+        check_new_folder(check_output_folder(args.save_masks, "--save-masks"), "--save-masks")
     from tasks.registry import build_task
     from trainer.inference import load_member, member_config, parse_thresholds, write_submission
 

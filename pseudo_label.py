@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from utils.cli import check_threshold, check_workers
     from utils.errors import UserError
-    from utils.files import check_new_folder
+    from utils.files import check_new_folder, check_output_folder
 
     # the checks that need no model come first: importing the model libraries takes seconds
     check_threshold(args.threshold, "--threshold")
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         raise UserError("--min-confidence: nan is not a number")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
-    check_new_folder(args.out)  # the layout's own rule follows once the checkpoint names it
+    check_new_folder(check_output_folder(args.out))  # the layout's own rule follows once the checkpoint names it
 
     from trainer.inference import check_members, expand_checkpoints, iter_full_size_probs, load_members
 

@@ -10,7 +10,7 @@ import numpy as np
 from data.splits import group_kfold
 from tasks.handbone import pseudo, synthetic
 from tasks.handbone.reader import rasterize, read_meta, read_polygons, scan_split
-from utils.files import check_new_folder
+from utils.files import check_new_folder, check_output_folder
 from utils.images import read_gray, resize_image
 
 
@@ -77,4 +77,4 @@ class HandboneLayout:
 
     def check_pseudo_out(self, out) -> Path:
         """The --out of pseudo_label.py, checked before any model is loaded."""
-        return check_new_folder(out)
+        return check_new_folder(check_output_folder(out))
