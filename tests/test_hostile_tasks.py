@@ -287,6 +287,28 @@ def test_hand_bone_pseudo_labels_on_a_full_disk_or_read_only_parent(dataset_root
         write_pseudo_labels(confident, tmp_path / "file" / "pseudo", classes, min_confidence=0.5)
 
 
+def test_a_killed_pseudo_label_runs_folder_is_removed_by_the_rerun(dataset_root, classes, tmp_path):
+    """pseudo_label.py killed mid-write leaves `pseudo.tmp-<pid>-<hex>`; the next run's writer removes it."""
+    from tasks.handbone.reader import scan_split
+
+    out = tmp_path / "pseudo"
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path\n"
+            "from utils.files import atomic_folder\n"
+            f"with atomic_folder(Path({str(out)!r})) as tmp:\n"
+            "    (tmp / 'train').mkdir(); print('ready', flush=True); time.sleep(60)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert len(list(tmp_path.glob("pseudo.tmp-*"))) == 1
+    samples = scan_split(dataset_root, "test")[:1]
+    report = write_pseudo_labels([(s, np.zeros((len(classes), 16, 16), np.float32)) for s in samples], out, classes,
+                                 min_confidence=0.5)
+    assert report.written and sorted(p.name for p in tmp_path.iterdir()) == ["pseudo"]
+
+
 def test_coco_pseudo_labels_on_a_full_disk_read_only_parent_or_file_in_the_way(tmp_path, monkeypatch):
     class Sample:
         key = "batch_01_vt/0001.jpg"
