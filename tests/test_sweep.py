@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -19,13 +21,14 @@ import pytest
 from optuna.trial import TrialState
 
 from campaign import study as studies
+from campaign.plan import Campaign, duplicate_of
 from campaign.space import load_space
-from campaign.worker import Campaign, duplicate_of, run_worker
-from tests.conftest import ROOT, tiny_overrides
+from campaign.worker import run_worker
+from tests.conftest import ROOT, files_containing, tiny_overrides
+from tests.system import unavailable
 from utils.errors import ConfigError, UserError
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def write(path: Path, text: str) -> str:
@@ -135,7 +138,7 @@ def test_duplicate_grid_points_stand_down():
 def test_campaign_state_follows_retries_and_ignores_duplicates(tmp_path):
     from types import SimpleNamespace
 
-    from campaign.worker import campaign_state
+    from campaign.plan import campaign_state
 
     def trial(number, state, grid_id=None, **system):
         return SimpleNamespace(number=number, state=state, user_attrs={}, system_attrs={"grid_id": grid_id, **system})
@@ -163,8 +166,19 @@ def test_campaign_state_follows_retries_and_ignores_duplicates(tmp_path):
 def test_two_device_workers_run_each_grid_point_once_and_the_table_matches_the_runs(dataset_root, tmp_path):
     space = write(tmp_path / "space.yaml", "optimizer.lr: {grid: [1.0e-3, 2.0e-3]}\ntrainer.seed: {grid: [1, 2]}")
     out = tmp_path / "grid"
-    sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--devices", "0,1",
-          *sets(dataset_root, tmp_path / "cache"))  # one worker per GPU id; on a CPU-only machine they train on it
+    log = sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--devices", "0,1",
+                *sets(dataset_root, tmp_path / "cache")).stdout  # one worker per GPU id; on a CPU-only machine
+    lines = log.splitlines()  # they train on it
+    for n in range(4):  # the two workers' lines interleave, each labelled with its trial
+        assert any(re.fullmatch(rf"\[trial {n}\] epoch 1/1  loss .* val Dice .*", line) for line in lines), log
+    assert not [line for line in lines if line.startswith("epoch")], log
+    progress = [line for line in lines if line.startswith("sweep grid: ")]
+    settled = [int(p.split("/")[0].removeprefix("sweep grid: ")) for p in progress]  # one line per finished trial
+    assert len(settled) == 4 and settled == sorted(settled) and settled[-1] == 4, log
+    assert re.fullmatch(r"sweep grid: 4/4 trials settled \(4 complete\), 0 running; best val_dice [0-9.]+ "
+                        r"\(trial \d\)", progress[-1]), progress
+    for n in range(4):  # finished trials keep best.pt only (the sweep's trainer.keep_last: false)
+        assert (out / f"trial-{n}" / "best.pt").is_file() and not (out / f"trial-{n}" / "last.pt").exists()
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "grid")
     assert {t.user_attrs["devices"] for t in trials} <= {"0", "1"}  # each worker sees only its own device
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4 and completed_points(trials) == [0, 1, 2, 3]
@@ -224,12 +238,17 @@ def test_killed_and_interrupted_trials_are_retried_and_the_rerun_completes_every
 # ------------------------------------------------------------------------------------------- queue, pruning
 
 
-def test_queue_drains_in_order(dataset_root, tmp_path):
+def test_queue_drains_in_order(dataset_root, tmp_path, webhook):
+    url, received = webhook
     configs = [write(tmp_path / f"{name}.yaml", f"_base_: [{DEMO}]\nname: {name}\ntrainer: {{seed: {seed}}}\n")
                for name, seed in (("first", 1), ("second", 2))]
+    with open(configs[1], "a") as f:  # a literal URL: redacted in the study, still the one the worker posts to
+        f.write(f"logging: {{notify: {{webhook: '{url}', events: [end]}}}}\n")
     out = tmp_path / "queue"
     assert sweep_main("--queue", *configs, "--study", "queue", "--out", str(out),
                       *sets(dataset_root, tmp_path / "cache")) == 0  # one worker: in this process
+    assert [m["event"] for m in received] == ["end"] and "second" in received[0]["text"]
+    assert files_containing(tmp_path, "T000-SECRET-TOKEN") == [Path(configs[1])]  # not in study.db nor the trial
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "queue")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert [t.user_attrs["queue_name"] for t in trials] == configs
@@ -259,20 +278,21 @@ def test_a_pruned_trial_is_recorded_as_pruned(dataset_root, tmp_path):
 
 
 @pytest.fixture
-def postgres_url():
-    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's binaries, run as the postgres user when root)."""
-    if not (PG_BIN / "pg_ctl").is_file():
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (apt-get install postgresql; .ci/run does)")
+def postgres_url(postgres_bin):
+    """A throw-away PostgreSQL server on 127.0.0.1 (the system's binaries, run as the postgres user when root)."""
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user and not has_user("postgres"):
+        unavailable("the PostgreSQL server refuses to run as root and there is no 'postgres' user to run it as: "
+                    "apt-get install postgresql creates one")
     data = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
     if as_user:
         shutil.chown(data, "postgres")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    pg = [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data / "db"), "-w"]
+    pg = [*as_user, str(postgres_bin / "pg_ctl"), "-D", str(data / "db"), "-w"]
     try:
-        subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust"],
+        subprocess.run([*as_user, str(postgres_bin / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust"],
                        check=True, capture_output=True, timeout=120)
         subprocess.run([*pg, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-l", str(data / "log"),
                         "start"], check=True, capture_output=True, timeout=120)
@@ -280,6 +300,14 @@ def postgres_url():
     finally:
         subprocess.run([*pg, "-m", "immediate", "stop"], capture_output=True, timeout=120)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def test_two_machines_share_only_a_postgresql_url(postgres_url, dataset_root, tmp_path):

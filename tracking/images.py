@@ -45,5 +45,6 @@ class ValidationImages:
                 out[f"val/{cache.keys[i]}"] = label_overlay(image, np.asarray(cache.labels(i)), pred)
                 continue
             pred = (to_full_size(p, image.shape) > trainer.cfg.trainer.threshold).cpu().numpy()
-            out[f"val/{cache.keys[i]}"] = overlay_row(np.asarray(image), cache.mask(i).astype(bool), pred)
+            out[f"val/{cache.keys[i]}"] = overlay_row(np.asarray(image), cache.mask(i).astype(bool), pred,
+                                                      classes=trainer.classes)
         return out
