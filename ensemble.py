@@ -9,6 +9,10 @@ Hard voting (a pixel is kept where at least --min-votes submissions agree):
 Multiclass (trash) submissions: soft voting averages softmax probabilities before the argmax; hard voting takes
 each pixel's majority label (--config names the task):
     python ensemble.py --csvs a.csv b.csv c.csv --config configs/trash_demo.yaml --out sub.csv
+The best submission by cross-validation (members, weights, thresholds, post-processing chosen on out-of-fold
+predictions of k-fold runs of the same folds), then applied to the test set:
+    python ensemble.py --select runs/a runs/b --out plan.yaml      (also plan.md, plan.html: the out-of-fold table)
+    python ensemble.py --plan plan.yaml [--data ROOT] --out sub.csv
 """
 from __future__ import annotations
 
@@ -29,7 +33,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", help="with --csvs: the task's config (default: hand bones; a trash config votes "
                    "per-pixel majority labels)")
     p.add_argument("--data", help="dataset root with test/DCM (default: data.root of the first checkpoint)")
-    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--select", nargs="+", default=[], metavar="RUN", help="k-fold run folders to choose a plan from "
+                   "on their out-of-fold predictions (--out PLAN.yaml)")
+    p.add_argument("--plan", metavar="YAML", help="apply a plan written by --select to the test set")
+    p.add_argument("--steps", type=int, default=10, help="with --select: at most this many members added (default 10)")
+    p.add_argument("--min-sizes", nargs="+", type=int, metavar="N", help="with --select: component sizes in pixels "
+                   "to try removing (default: 0.01%%, 0.05%%, 0.2%% and 1%% of the median image area)")
+    p.add_argument("--no-crf", action="store_true", help="with --select (multiclass): do not try DenseCRF")
+    p.add_argument("--out", help="the submission CSV (default: submission.csv), or with --select the plan YAML")
     p.add_argument("--tta", choices=["none", "hflip"], help="TTA for every model (default: each model's predict.tta)")
     p.add_argument("--threshold", type=float, default=0.5, help="one threshold for every class (default: 0.5)")
     p.add_argument("--thresholds", metavar="JSON", help="per-class thresholds (from inference.py --tune-thresholds)")
@@ -48,6 +59,9 @@ def main(argv=None) -> int:
 
     # every argument is checked before any model is loaded
     check_workers(args.workers)
+    if args.select or args.plan:
+        return selection(args)
+    args.out = args.out or "submission.csv"
     check_output_file(args.out)
     check_threshold(args.threshold, "--threshold")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
@@ -98,6 +112,42 @@ def soft_voting(args) -> int:
     count = write_submission(members, task, root, args.out, runtime, thresholds=thresholds,
                              num_workers=args.workers, progress=not args.no_progress)
     print(f"wrote {args.out}: {count} images x {len(classes)} classes, soft vote of {n} models")
+    return 0
+
+
+def selection(args) -> int:
+    from selection.plan import apply_plan, check_plan_out, make_plan
+    from selection.table import text
+    from utils.errors import UserError
+    from utils.files import check_output_file
+
+    others = [flag for flag, given in (("--select", args.select), ("--plan", args.plan), ("--checkpoints",
+              args.checkpoints), ("--probs", args.probs), ("--csvs", args.csvs), ("--weights", args.weights),
+              ("--thresholds", args.thresholds), ("--tta", args.tta), ("--min-votes", args.min_votes is not None),
+              ("--config", args.config)) if given]
+    if len(others) > 1:
+        raise UserError(f"{others[0]} cannot be combined with {', '.join(others[1:])}")
+    if args.select:
+        if args.data:
+            raise UserError("--data names the test set of --plan; --select reads each run's own data.root "
+                            "(--set data.root=ROOT if the training data moved)")
+        if not args.out:
+            raise UserError("--select needs --out PLAN.yaml")
+        check_output_file(check_plan_out(args.out))
+        if args.steps < 1:
+            raise UserError(f"--steps: must be at least 1, got {args.steps}")
+        if args.min_sizes and min(args.min_sizes) < 2:
+            raise UserError("--min-sizes: components of fewer than 2 pixels cannot be removed; give sizes >= 2")
+        plan = make_plan(args.select, args.out, args.steps, args.min_sizes, not args.no_crf, args.overrides,
+                         args.workers, not args.no_progress)
+        print(text(plan))
+        print(f"wrote {args.out} (and its table as {Path(args.out).with_suffix('.md')}, "
+              f"{Path(args.out).with_suffix('.html')}): out-of-fold {plan['out_of_fold']['metric']} "
+              f"{plan['out_of_fold']['score']:.4f}")
+        return 0
+    args.out = args.out or "submission.csv"
+    check_output_file(args.out)
+    print(apply_plan(args.plan, args.out, args.data, args.overrides, args.workers, not args.no_progress))
     return 0
 
 

@@ -175,6 +175,14 @@ class CrfConfig:
 
 
 @dataclass
+class PostprocessOps:
+    """One class's post-processing of its predicted mask at inference (modes/postprocess.py)."""
+    largest_component: bool = False  # keep only the largest connected component (8-connected)
+    min_size: int = 0  # remove connected components smaller than this many pixels (at the image's own size)
+    fill_holes: bool = False  # fill the background regions the mask encloses
+
+
+@dataclass
 class PredictConfig:
     """How a model sees a full image, shared by validation, inference and ensembles."""
     mode: Literal["resize", "sliding"] = "resize"
@@ -183,6 +191,8 @@ class PredictConfig:
     tta: Literal["none", "hflip"] = "none"
     batch_size: int = 4
     crf: CrfConfig | None = None  # multiclass: refine the test predictions with DenseCRF
+    # {class name or 'all': operations}: a class's own entry replaces 'all'; multiclass: object classes only
+    postprocess: dict[str, PostprocessOps] = field(default_factory=dict)
 
 
 @dataclass
@@ -478,6 +488,11 @@ def _check(tp, value, path: str):
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {_type_name(value)}")
+        if args and dataclasses.is_dataclass(args[1]):  # a mapping of typed sections (predict.postprocess)
+            bad = next((k for k in value if not isinstance(k, str)), None)
+            if bad is not None:
+                raise ConfigError(f"{path}: keys must be names, got {_type_name(bad)}")
+            return {k: _build(args[1], v, f"{path}.{k}") for k, v in value.items()}
         _check_finite_tree(value, path)
         return dict(value)
     if tp is bool:
@@ -560,6 +575,7 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("logging.notify.webhook: give the URL, or ${ENV_VAR} naming a variable that holds it")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr: must be positive, got {cfg.optimizer.lr}")
+    check_postprocess(cfg.predict.postprocess, classes, cfg.task.mode == "multiclass", "predict.postprocess")
     _check_ranges(cfg)
 
 
@@ -609,6 +625,27 @@ def _check_optimizer_params(opt: OptimizerConfig) -> None:
     if "betas" in opt.params and (not isinstance(betas, list) or len(betas) != 2 or not all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)):
         raise ConfigError(f"optimizer.params.betas: expected two numbers in [0, 1), got {betas!r}")
+
+
+def parse_section(tp, raw, key: str, source: str):
+    """A piece of config read from another file (a selection plan's `crf`, `postprocess`), checked by this schema
+    as the key `key` would be: `tp` is its type, e.g. dict[str, PostprocessOps]; errors name `source`."""
+    try:
+        return _check(tp, raw, key)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def check_postprocess(spec: dict[str, PostprocessOps], classes: list[str], multiclass: bool, where: str) -> None:
+    """Keys are class names or 'all'; the multiclass background is what removed pixels become, never processed."""
+    for key, ops in spec.items():
+        if key != "all" and key not in classes:
+            raise ConfigError(f"{where}: unknown class {key!r}{_did_you_mean(key, ['all', *classes], '')}")
+        if multiclass and key == classes[0]:
+            raise ConfigError(f"{where}.{key}: the background ({key!r}) is what removed pixels become; post-process "
+                              "the object classes")
+        if ops.min_size < 0:
+            raise ConfigError(f"{where}.{key}.min_size: must be >= 0, got {ops.min_size}")
 
 
 def _check_classes(cfg: Config) -> None:

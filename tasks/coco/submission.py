@@ -215,8 +215,10 @@ class TrashSubmission:
         """The images of test.json, each found on disk, checked before predicting."""
         return self.layout.test_samples(root)
 
-    def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None) -> _LabelWriter:
-        return _LabelWriter(out, crf, save_masks, read_image or self.layout.read_image)
+    def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None,
+               postprocess=None) -> _LabelWriter:
+        """`postprocess`: a modes.postprocess.Postprocess applied to each label map (None: the argmax as is)."""
+        return _LabelWriter(out, crf, save_masks, read_image or self.layout.read_image, postprocess)
 
     def validate(self, path, root) -> list[str]:
         return validate_trash_submission(path, split_path(root, "test"), len(self.classes))
@@ -245,11 +247,12 @@ class TrashSubmission:
 
 class _LabelWriter:
     """Per image: the dense mean probabilities, DenseCRF when configured, argmax (`prepare`, on the prediction's
-    device); then the row and the optional label PNG (`write`, in a background thread)."""
+    device); then the post-processing, the row and the optional label PNG (`write`, in a background thread)."""
 
-    def __init__(self, out, crf, save_masks, read_image):
+    def __init__(self, out, crf, save_masks, read_image, postprocess=None):
         self.csv = TrashSubmissionWriter(out)
         self.crf, self.save_masks, self.read_image = crf, save_masks, read_image
+        self.postprocess = postprocess
 
     def __enter__(self):
         self.csv.__enter__()
@@ -266,6 +269,8 @@ class _LabelWriter:
 
     def write(self, payload) -> None:
         key, labels = payload
+        if self.postprocess is not None:
+            labels = self.postprocess.labels(labels)
         self.csv.write_image(key, labels)
         if self.save_masks is not None:
             save_label_png(self.save_masks, key, labels)
