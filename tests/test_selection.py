@@ -276,17 +276,18 @@ def test_select_then_plan_hand_bones(hand_runs, dataset_root, monkeypatch, capsy
     # a changed checkpoint: the old plan is refused, the next selection predicts that fold again, and only it
     monkeypatch.undo()
     monkeypatch.chdir(tmp)
-    touched = tmp / "a" / "fold1" / "best.pt"
+    member = plan["members"][0]["run"]  # a run the plan uses
+    touched = tmp / member / "fold1" / "best.pt"
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
-    with pytest.raises(UserError, match=r"plan\.yaml: a/fold1/best\.pt changed since the selection"):
+    with pytest.raises(UserError, match=rf"plan\.yaml: {member}/fold1/best\.pt changed since the selection"):
         apply_plan("plan.yaml", "sub2.csv", num_workers=0, progress=False)
     calls = []
     real = selection.oof.load_members
     monkeypatch.setattr(selection.oof, "load_members", lambda paths, *x, **k: calls.append(paths) or real(paths, *x, **k))
     make_plan(["a", "b"], "plan.yaml", steps=4, num_workers=0, progress=False)
-    assert [[str(p) for p in paths] for paths in calls] == [["a/fold1/best.pt"]]
+    assert [[str(p) for p in paths] for paths in calls] == [[f"{member}/fold1/best.pt"]]
     fresh = {p: p.stat().st_mtime_ns for p in stamps}
-    assert {p for p in stamps if fresh[p] != stamps[p]} == set((tmp / "a" / "oof" / "fold1").rglob("*.npz"))
+    assert {p for p in stamps if fresh[p] != stamps[p]} == set((tmp / member / "oof" / "fold1").rglob("*.npz"))
     apply_plan("plan.yaml", "sub2.csv", num_workers=0, progress=False)
 
     # runs of another split: one line naming both
