@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -14,6 +12,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import ensemble
+import inference
 import selection.oof
 from modes.crf import dense_crf
 from modes.dice import DICE_EPS
@@ -29,6 +29,7 @@ from tests.conftest import ROOT, tiny_overrides
 from trainer.inference import expand_checkpoints, load_members, write_submission
 from trainer.kfold import train_folds
 from trainer.runtime import setup_runtime
+from utils.cli import run_main
 from utils.config import PostprocessOps, load_config
 from utils.errors import ConfigError, UserError
 from utils.rle import decode_rle
@@ -301,35 +302,39 @@ def test_select_then_plan_hand_bones(hand_runs, dataset_root, monkeypatch, capsy
         make_plan(["a", "c"], "bad.yaml", num_workers=0, progress=False)
 
 
-def test_select_cli_errors(tmp_path):
-    def run(*args):
-        return subprocess.run([sys.executable, "ensemble.py", *map(str, args)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
+def _cli_error(main, argv, capsys) -> str:
+    """An entry script's main run as `python script.py ...` runs it: exit status 2 and one line on stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: main([str(a) for a in argv]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
 
-    done = run("--select", tmp_path, "--out", tmp_path / "plan.csv")
-    assert done.returncode == 2 and "a plan is a YAML file" in done.stderr
-    done = run("--select", tmp_path / "nothing", "--out", tmp_path / "plan.yaml")
-    assert done.returncode == 2 and "takes run folders" in done.stderr
-    done = run("--select", tmp_path, "--checkpoints", "x.pt", "--out", tmp_path / "plan.yaml")
-    assert done.returncode == 2 and "--select cannot be combined with --checkpoints" in done.stderr
+
+def test_select_cli_errors(tmp_path, capsys):
+    assert "a plan is a YAML file" in _cli_error(ensemble.main, ["--select", tmp_path, "--out", tmp_path / "p.csv"],
+                                                 capsys)
+    assert "takes run folders" in _cli_error(ensemble.main, ["--select", tmp_path / "nothing", "--out",
+                                                              tmp_path / "plan.yaml"], capsys)
+    assert "--select cannot be combined with --checkpoints" in _cli_error(
+        ensemble.main, ["--select", tmp_path, "--checkpoints", "x.pt", "--out", tmp_path / "plan.yaml"], capsys)
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\ntask: {classes: [a]}\nmembers: [{run: r, weight: -1, checkpoints: []}]\n")
-    done = run("--plan", bad, "--out", tmp_path / "sub.csv")
-    assert done.returncode == 2 and "members[0].weight: expected a positive number" in done.stderr
+    assert "members[0].weight: expected a positive number" in _cli_error(
+        ensemble.main, ["--plan", bad, "--out", tmp_path / "sub.csv"], capsys)
     bad.write_text("version: 1\ntask: {classes: [a]}\nmembers: [{run: r, weight: 1, checkpoints: "
                    "[{path: r/fold0/best.pt, tta: none, size: 1, mtime_ns: 1}]}]\npostprocess: {b: {}}\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: postprocess: unknown class 'b'"):
         read_plan(bad)
 
 
-def test_inference_postprocess_from_the_config(tiny_checkpoint, dataset_root, tmp_path):
+def test_inference_postprocess_from_the_config(tiny_checkpoint, tmp_path, capsys):
     """predict.postprocess for one run: masks of the post-processed submission are the largest components of
     the plain one's."""
     def run(out, *extra):
-        done = subprocess.run([sys.executable, "inference.py", "--checkpoint", tiny_checkpoint, "--out", out,
-                               "--threshold", "0.02", "--workers", "0", "--no-progress", *extra], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        assert inference.main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--threshold", "0.02",
+                               "--workers", "0", "--no-progress", *extra]) == 0
         return read_submission(out, load_config(ROOT / "configs" / "demo.yaml").task.classes)
 
     plain = run(tmp_path / "plain.csv")
