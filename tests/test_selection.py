@@ -19,7 +19,7 @@ from modes.crf import dense_crf
 from modes.dice import DICE_EPS
 from modes.postprocess import Postprocess, clean_mask
 from selection.plan import apply_plan, make_plan, read_plan
-from selection.search import greedy
+from selection.search import DiceSearch, Selection, greedy
 from selection.table import html_page, markdown
 from tasks.coco.submission import validate_trash_submission
 from tasks.coco.synthetic import generate as generate_trash
@@ -146,6 +146,62 @@ def test_greedy_selection_with_replacement_and_stop():
     assert weights == [1, 1]  # a tie goes to the run given first: a, then b
     scorer = _Quadratic([1.0])
     assert greedy(scorer, ["a"], 10)[0] == [1] and scorer.passes == 1  # adding a to itself needs no pass
+
+
+class _MadeUpOof:
+    """Out-of-fold images made by hand: one class, a 8x8 square of truth. Run a: the square with a 2x2 hole and a
+    false top strip (an island); run b: the square and a false bottom strip; run c: lukewarm everywhere; run d:
+    exactly the truth. a and b in equal parts cancel both strips (0.95 / 2 < 0.5) but keep a hole (0.9 / 2)."""
+
+    def __init__(self):
+        self.classes = ["bone"]
+        truth = np.zeros((1, 16, 16), bool)
+        truth[0, 4:12, 4:12] = True
+        self.bits = np.packbits(truth, axis=2)
+        a, b, d = (np.where(truth, 0.9, 0.0) for _ in range(3))
+        a[0, 7:9, 7:9] = 0.0
+        a[0, 0:2], b[0, 14:16] = 0.95, 0.95
+        self.runs = [torch.tensor(m, dtype=torch.float32) for m in (a, b, np.full((1, 16, 16), 0.3), d)]
+
+    def __len__(self):
+        return 3
+
+    def size(self, n):
+        return (16, 16)
+
+    def truth_bits(self, n):
+        return self.bits
+
+    def maps(self, n, runs, device):
+        return {r: self.runs[r] for r in runs}
+
+
+def test_selection_on_made_up_members_picks_the_known_best():
+    weights, rows, alone, per_class = greedy(DiceSearch(_MadeUpOof(), "cpu", 0.5, progress=False),
+                                             ["a", "b", "c"], 10)
+    hole = 2 * 60 / (60 + 64)  # a and b: the square less its hole
+    assert weights == [1, 1, 0] and per_class == [pytest.approx(hole)]
+    assert alone == pytest.approx([2 * 60 / (92 + 64), 2 * 64 / (96 + 64), 0.0], abs=1e-5)  # DICE_EPS
+    assert [r["score"] for r in rows if r["step"].startswith("ensemble")] == pytest.approx([alone[1], hole])
+
+
+def _refined(weights) -> Selection:
+    selection = Selection("dice", weights)
+    DiceSearch(_MadeUpOof(), "cpu", 0.5, progress=False).refine(selection, [4, 40], None)
+    return selection
+
+
+def test_post_processing_on_made_up_members_only_where_it_raises_the_score():
+    island = _refined([0, 1, 0, 0])  # b: the bottom strip is a component of its own
+    assert island.postprocess == {"bone": PostprocessOps(largest_component=True)} and island.score == 1.0
+    assert island.thresholds == [0.5]  # the strip is hotter than the square: no threshold removes it
+    hole = _refined([1, 1, 0, 0])  # a and b: a hole in the square
+    assert hole.postprocess == {"bone": PostprocessOps(fill_holes=True)} and hole.score == 1.0
+    gains = {r["step"]: r["gain"] for r in hole.rows}
+    assert gains["post-process bone"] == pytest.approx(1 - 2 * 60 / 124) and gains["thresholds"] == 0
+    perfect = _refined([0, 0, 0, 1])  # nothing to improve: nothing kept
+    assert perfect.postprocess == {} and perfect.thresholds == [0.5] and perfect.score == 1.0
+    assert not any(r["step"].startswith(("post-process ", "threshold ")) for r in perfect.rows)
 
 
 def test_tables_escape_every_value():
