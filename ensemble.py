@@ -3,7 +3,8 @@
 Soft voting (probabilities averaged at full resolution, then thresholded):
     python ensemble.py --checkpoints a.pt b.pt c.pt [--weights 1 1 2] --out sub.csv
     python ensemble.py --probs probs_a/ probs_b/ --data ROOT --out sub.csv      (saved by inference.py --save-probs)
-A run folder given to --checkpoints stands for its fold checkpoints (<run>/fold*/best.pt) or its best.pt.
+A run folder given to --checkpoints stands for its fold checkpoints (<run>/fold*/best.pt) or its best.pt; an .onnx
+file from export.py is a member like a checkpoint (run by ONNX Runtime with the config stored in it).
 Hard voting (a pixel is kept where at least --min-votes submissions agree):
     python ensemble.py --csvs a.csv b.csv c.csv --min-votes 2 --data ROOT --out sub.csv
 Multiclass (trash) submissions: soft voting averages softmax probabilities before the argmax; hard voting takes
@@ -25,7 +26,7 @@ from utils.cli import run_main
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoints", nargs="+", default=[], metavar="PT", help="checkpoints or run folders")
+    p.add_argument("--checkpoints", nargs="+", default=[], metavar="PT", help="checkpoints, run folders or .onnx files")
     p.add_argument("--probs", nargs="+", default=[], metavar="DIR", help="probability folders from --save-probs")
     p.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint, then per probs folder")
     p.add_argument("--csvs", nargs="+", default=[], metavar="CSV", help="submissions to hard-vote")

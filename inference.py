@@ -1,5 +1,6 @@
-"""Write the competition submission from a checkpoint:
-`python inference.py --checkpoint runs/demo/best.pt --out submission.csv`.
+"""Write the competition submission from a checkpoint or an ONNX file from export.py:
+`python inference.py --checkpoint runs/demo/best.pt --out submission.csv` (or `--checkpoint model.onnx`: run by
+ONNX Runtime with the config and per-class thresholds stored in the file).
 
 The CSV layout is the task's submission format (task.submission): the hand-bone RLE rows, or the trash
 competition's `image_id,PredictionString` (then `--save-masks DIR` also writes label-map PNGs).
@@ -17,7 +18,7 @@ from utils.cli import run_main
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="a best.pt / last.pt written by train.py")
+    p.add_argument("--checkpoint", help="a best.pt / last.pt written by train.py, or a model.onnx written by export.py")
     p.add_argument("--config", help="use this config instead of the one stored in the checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, as in train.py (e.g. --set predict.mode=sliding)")
@@ -61,17 +62,21 @@ def main(argv=None) -> int:
         check_output_file(args.out)
     if args.save_probs and Path(args.save_probs).is_file():
         raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
+    from models.onnx_model import stored_thresholds
     from tasks.registry import build_task
-    from trainer.inference import load_member, member_config, parse_thresholds, write_submission
+    from trainer.inference import is_onnx, load_member, member_config, parse_thresholds, write_submission
 
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     from trainer.checkpoint import load_checkpoint
 
-    state = load_checkpoint(args.checkpoint)
+    state = None if is_onnx(args.checkpoint) else load_checkpoint(args.checkpoint)
     cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
     task = build_task(cfg)
     threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
     thresholds = None if args.tune_thresholds else parse_thresholds(threshold, args.thresholds, cfg.task.classes)
+    if thresholds is not None and args.threshold is None and not args.thresholds and is_onnx(args.checkpoint):
+        stored = stored_thresholds(args.checkpoint, cfg.task.classes)  # the file's own, unless flags say otherwise
+        thresholds = thresholds if stored is None else stored
     if not args.tune_thresholds:
         task.submission.test_samples(cfg.data.root)  # the test set --check expects, before the model is loaded
     runtime = setup_runtime(cfg.trainer)
