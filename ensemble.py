@@ -9,6 +9,8 @@ Hard voting (a pixel is kept where at least --min-votes submissions agree):
 Multiclass (trash) submissions: soft voting averages softmax probabilities before the argmax; hard voting takes
 each pixel's majority label (--config names the task):
     python ensemble.py --csvs a.csv b.csv c.csv --config configs/trash_demo.yaml --out sub.csv
+Mask folders (task.submission masks) are hard-voted the same way, into a new folder:
+    python ensemble.py --csvs masks_a/ masks_b/ masks_c/ --config configs/voc_demo.yaml --data ROOT --out voted/
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoints", nargs="+", default=[], metavar="PT", help="checkpoints or run folders")
     p.add_argument("--probs", nargs="+", default=[], metavar="DIR", help="probability folders from --save-probs")
     p.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint, then per probs folder")
-    p.add_argument("--csvs", nargs="+", default=[], metavar="CSV", help="submissions to hard-vote")
+    p.add_argument("--csvs", nargs="+", default=[], metavar="SUBMISSION", help="submissions to hard-vote (CSV files, "
+                   "or mask folders)")
     p.add_argument("--min-votes", type=int, help="with --csvs: submissions that must agree on a pixel")
     p.add_argument("--config", help="with --csvs: the task's config (default: hand bones; a trash config votes "
                    "per-pixel majority labels)")
     p.add_argument("--data", help="dataset root with test/DCM (default: data.root of the first checkpoint)")
-    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--out", default="submission.csv", help="a CSV file, or a new folder for mask submissions")
     p.add_argument("--tta", choices=["none", "hflip"], help="TTA for every model (default: each model's predict.tta)")
     p.add_argument("--threshold", type=float, default=0.5, help="one threshold for every class (default: 0.5)")
     p.add_argument("--thresholds", metavar="JSON", help="per-class thresholds (from inference.py --tune-thresholds)")
@@ -44,11 +47,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from utils.cli import check_threshold, check_workers
     from utils.errors import UserError
-    from utils.files import check_output_file
 
-    # every argument is checked before any model is loaded
+    # every argument is checked before any image is predicted (--out once the task says: a file or a folder)
     check_workers(args.workers)
-    check_output_file(args.out)
     check_threshold(args.threshold, "--threshold")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
@@ -94,6 +95,7 @@ def soft_voting(args) -> int:
     classes = check_members(members)
     thresholds = parse_thresholds(args.threshold, args.thresholds, classes)
     task = members[0].task if checkpoints else build_task(_config(args.config))
+    task.submission.check_out(args.out)
     task.submission.test_samples(root)  # the test set --check expects: found, not empty, names unique
     count = write_submission(members, task, root, args.out, runtime, thresholds=thresholds,
                              num_workers=args.workers, progress=not args.no_progress)
@@ -104,7 +106,9 @@ def soft_voting(args) -> int:
 def hard_voting(args) -> int:
     from tasks.registry import build_task
 
-    print(build_task(_config(args.config)).submission.hard_vote(args.csvs, args.min_votes, args.out, args.data))
+    submission = build_task(_config(args.config)).submission
+    submission.check_out(args.out)
+    print(submission.hard_vote(args.csvs, args.min_votes, args.out, args.data))
     return 0
 
 

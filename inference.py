@@ -1,10 +1,12 @@
 """Write the competition submission from a checkpoint:
 `python inference.py --checkpoint runs/demo/best.pt --out submission.csv`.
 
-The CSV layout is the task's submission format (task.submission): the hand-bone RLE rows, or the trash
-competition's `image_id,PredictionString` (then `--save-masks DIR` also writes label-map PNGs).
+The output is the task's submission (task.submission): the hand-bone RLE rows, the trash competition's
+`image_id,PredictionString` CSV (then `--save-masks DIR` also writes label-map PNGs), or for image and mask folders
+a new folder of PNG masks, one per test image in the training masks' encoding (`--out DIR`).
 Also: `--tune-thresholds FILE` picks per-class thresholds on the checkpoint's validation fold (multilabel), and
-`--check CSV` validates any submission against a test folder (`--config` names the task; default: hand bones).
+`--check SUBMISSION` validates any submission against a test folder (`--config` names the task; default: hand
+bones).
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", help="use this config instead of the one stored in the checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, as in train.py (e.g. --set predict.mode=sliding)")
-    p.add_argument("--data", help="dataset root holding test/DCM/IDxxx/*.png (default: data.root of the config)")
-    p.add_argument("--out", default="submission.csv", help="CSV to write (default: submission.csv)")
+    p.add_argument("--data", help="dataset root with the test images (default: data.root of the config)")
+    p.add_argument("--out", default="submission.csv", help="the submission to write: a CSV file, or a new folder for "
+                   "task.submission masks (default: submission.csv)")
     p.add_argument("--tta", choices=["none", "hflip"], help="test-time augmentation (default: predict.tta)")
     p.add_argument("--threshold", type=float, help="one threshold for every class (default: trainer.threshold)")
     p.add_argument("--thresholds", metavar="JSON", help="per-class thresholds written by --tune-thresholds")
@@ -31,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "its original size as an 8-bit PNG named after the image")
     p.add_argument("--tune-thresholds", metavar="JSON", help="instead of predicting the test set, pick per-class "
                    "thresholds on the checkpoint's validation fold and save them")
-    p.add_argument("--check", metavar="CSV", help="only validate this submission against --data (or the config's root)")
+    p.add_argument("--check", metavar="SUBMISSION", help="only validate this submission (a CSV, or a mask folder) "
+                   "against --data (or the config's root)")
     p.add_argument("--workers", type=int, default=2, help="image decoding processes (default: 2)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -57,8 +61,6 @@ def main(argv=None) -> int:
         check_threshold(args.threshold, "--threshold")
     if args.tune_thresholds:
         check_output_file(args.tune_thresholds, "--tune-thresholds")
-    else:
-        check_output_file(args.out)
     if args.save_probs and Path(args.save_probs).is_file():
         raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
     from tasks.registry import build_task
@@ -70,6 +72,8 @@ def main(argv=None) -> int:
     state = load_checkpoint(args.checkpoint)
     cfg = member_config(args.checkpoint, args.config, overrides, args.tta, state)
     task = build_task(cfg)
+    if not args.tune_thresholds:
+        task.submission.check_out(args.out)  # a CSV file or a new folder, by the submission
     threshold = cfg.trainer.threshold if args.threshold is None else args.threshold
     thresholds = None if args.tune_thresholds else parse_thresholds(threshold, args.thresholds, cfg.task.classes)
     if not args.tune_thresholds:

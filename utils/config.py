@@ -24,15 +24,39 @@ from utils.files import os_reason, write_text_atomic
 
 
 @dataclass
+class FoldersConfig:
+    """Image and mask folders (`task.format: folders`, tasks/folders/). A key left null takes the preset's value,
+    else the default named beside it; paths are relative to data.root, `{split}` in them is a split's name."""
+    preset: Literal["voc", "mmseg"] | None = None  # voc: Pascal VOC 2012's folders and lists; mmseg: img_dir/ann_dir
+    images: str | None = None  # default images
+    masks: str | None = None  # default masks (multilabel: masks/<class>/<stem>.png)
+    image_suffix: str | None = None  # the end of an image's name after its stem; null: .png .jpg .jpeg .bmp .tif .tiff
+    mask_suffix: str | None = None  # default .png
+    split_lists: str | None = None  # a folder of <split>.txt, one stem per line; null: none
+    train_split: str | None = None  # default train
+    val_split: str | None = None  # default val
+    test_split: str | None = None  # default test
+    channels: Literal[1, 3] = 3  # images read as grayscale (1) or RGB (3)
+    palette: list[list[int]] | None = None  # [r, g, b] per class: reads RGB masks, writes palette PNGs
+    void_color: list[int] | None = None  # [r, g, b] of task.ignore_index in RGB masks (voc: [224, 224, 192])
+
+
+@dataclass
 class TaskConfig:
     """What is segmented: nothing below data/ hard-codes the classes."""
     classes: list[str] = field(default_factory=list)
-    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU (modes/)
-    mode: Literal["multilabel", "multiclass"] = "multilabel"
-    # the on-disk layout (tasks/): handbone, coco, or your own as "package.module:Name" / "path/file.py:Name"
+    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU; binary: one foreground
+    # class, sigmoid, foreground Dice and IoU (modes/)
+    mode: Literal["multilabel", "multiclass", "binary"] = "multilabel"
+    # the on-disk layout (tasks/): handbone, coco, folders, or your own as "package.module:Name" / "path/file.py:Name"
     format: str = "handbone"
-    # the submission file (tasks/): handbone, trash, or a plug-in; null: the layout's own (handbone, coco -> trash)
+    # the submission (tasks/): handbone, trash, masks, or a plug-in; null: the layout's own (coco -> trash,
+    # folders -> masks)
     submission: str | None = None
+    # void in label maps (layouts that hold it: folders in multiclass mode): left out of the losses, the metric,
+    # copy-paste and oversampling; null: no void (any value that is not a class is an error)
+    ignore_index: int | None = 255
+    folders: FoldersConfig | None = None  # task.format folders: its folders, suffixes and split lists
     params: dict = field(default_factory=dict)  # keyword settings of a plug-in layout (read by it, not here)
 
 
@@ -525,6 +549,7 @@ def _check_semantics(cfg: Config) -> None:
     if len(set(classes)) != len(classes):
         dup = next(c for c in classes if classes.count(c) > 1)
         raise ConfigError(f"task.classes: class {dup!r} is listed twice")
+    _check_task(cfg.task)
     d = cfg.data
     if d.n_splits < 2:
         raise ConfigError(f"data.n_splits: must be at least 2, got {d.n_splits}")
@@ -609,6 +634,19 @@ def _check_optimizer_params(opt: OptimizerConfig) -> None:
     if "betas" in opt.params and (not isinstance(betas, list) or len(betas) != 2 or not all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)):
         raise ConfigError(f"optimizer.params.betas: expected two numbers in [0, 1), got {betas!r}")
+
+
+def _check_task(task: TaskConfig) -> None:
+    """Void must be a uint8 value that no class uses; task.folders belongs to the folders layout."""
+    if task.ignore_index is not None:
+        if not 0 <= task.ignore_index <= 255:
+            raise ConfigError(f"task.ignore_index: label maps are 8-bit, so void must be in 0..255 (or null), got "
+                              f"{task.ignore_index}")
+        if task.mode == "multiclass" and task.ignore_index < len(task.classes):
+            raise ConfigError(f"task.ignore_index: {task.ignore_index} is the label of class "
+                              f"{task.classes[task.ignore_index]!r}; void needs a value no class uses (e.g. 255)")
+    if task.folders is not None and task.format != "folders":
+        raise ConfigError(f"task.folders: read by task.format folders only, not {task.format!r}; remove it")
 
 
 def _check_classes(cfg: Config) -> None:
