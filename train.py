@@ -26,8 +26,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import sys
 
+    from models.factory import check_model
     from tasks.registry import build_task
     from trainer.checkpoint import check_finite, load_checkpoint
+    from trainer.kfold import parse_folds, train_folds
     from trainer.rundir import prepare_run_dir, write_run_info
     from trainer.runtime import setup_runtime, shutdown
     from trainer.trainer import Trainer
@@ -49,15 +51,16 @@ def main(argv=None) -> int:
     if state is not None:
         check_resume_model(state, cfg, args.resume)
         check_finite(state, args.resume)
+    folds = parse_folds(args.folds, cfg.data.n_splits, cfg.data.split) if args.folds else None
+    check_model(cfg.model, len(cfg.task.classes))  # a misfit fails before the run folder is touched
     run_dir = Path(args.out) if args.out else (Path(args.resume).parent if args.resume else Path("runs") / cfg.name)
     prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     runtime = setup_runtime(cfg.trainer)
     if runtime.is_main:
         write_run_info(run_dir, sys.argv if argv is None else ["train.py", *argv], secret_values(cfg))
     try:
-        if args.folds:
-            from trainer.kfold import parse_folds, train_folds
-            train_folds(cfg, run_dir, parse_folds(args.folds, cfg.data.n_splits), runtime, not args.no_progress)
+        if folds:
+            train_folds(cfg, run_dir, folds, runtime, not args.no_progress)
         else:
             result = Trainer(cfg, run_dir, runtime, resume=args.resume, progress=not args.no_progress).fit()
             if runtime.is_main:

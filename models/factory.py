@@ -8,6 +8,7 @@ which no maintained package here ships, are written once in this folder; "packag
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import pickletools
@@ -83,6 +84,16 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if cfg.head_prior is not None:
         _init_head_bias(model, num_classes, cfg.head_prior)
     return model
+
+
+def check_model(cfg: ModelConfig, num_classes: int) -> None:
+    """Refuse an architecture, encoder and params that do not fit (HRNetOCR on a ResNet, a SwinUNETR feature_size
+    that is not a multiple of 12, an unknown name) before any data work or run folder: build the model and drop it.
+    A local weights file need only exist here (loading it twice would print its warnings twice). On the CPU, not
+    the meta device, where some encoders' constructors fail (Tensor.item() in timm's drop-path schedules)."""
+    local = _local_weights_path(cfg.encoder_weights)
+    build_model(dataclasses.replace(cfg, encoder_weights=None if local else cfg.encoder_weights, head_prior=None),
+                num_classes)
 
 
 def _build_or_explain(name: str, cfg: ModelConfig, build):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -12,13 +11,12 @@ from pathlib import Path
 
 import aiohttp
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-
-def open_page(path: Path, expression: str, timeout: float = 60) -> tuple[object, list[str]]:
-    """(value of `expression` after the load event, console/log errors seen while loading)."""
+def open_page(chromium: Path, path: Path, expression: str, timeout: float = 60) -> tuple[object, list[str]]:
+    """(value of `expression` after the load event, console/log errors seen while loading); `chromium` is the
+    binary (the conftest fixture of that name finds it, or skips)."""
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        proc = subprocess.Popen([str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                  "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -12,7 +12,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tasks.handbone.synthetic import HAND_BONE_CLASSES, generate  # noqa: E402
+from tests import system  # noqa: E402
 from utils.config import load_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """The headless browser of the report tests; missing: a skip naming the package (SEG_REQUIRE_SYSTEM: a
+    failure). Session-scoped and listed first, so that a skip comes before the test's data work."""
+    return system.chromium()
+
+
+@pytest.fixture(scope="session")
+def postgres_bin() -> Path:
+    """The folder of initdb, pg_ctl and postgres (any version); missing: as for `chromium`."""
+    return system.postgres_bin()
 
 
 @pytest.fixture(scope="session")

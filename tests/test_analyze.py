@@ -40,10 +40,10 @@ def run_dir(tiny_checkpoint, tmp_path):
                            ignore=shutil.ignore_patterns("last.pt", "report"))
 
 
-def test_report_in_a_real_browser(run_dir, classes):
+def test_report_in_a_real_browser(chromium, run_dir, classes):
     index = analyze_run(str(run_dir), k_worst=2, cleansing=2, progress=False)
     assert index == run_dir / "report" / "index.html"
-    state, errors = open_page(index, PAGE_STATE)
+    state, errors = open_page(chromium, index, PAGE_STATE)
     state = json.loads(state)
     assert errors == []
     names = {i["src"] for i in state["images"]}

@@ -94,8 +94,8 @@ def test_analyze_multiclass_run(trash_run, trash_report):
     assert "warning" not in result.stderr
 
 
-def test_multiclass_report_in_a_real_browser(trash_run, trash_report):
-    state, errors = open_page(trash_report[1], PAGE_STATE)
+def test_multiclass_report_in_a_real_browser(chromium, trash_run, trash_report):
+    state, errors = open_page(chromium, trash_report[1], PAGE_STATE)
     state = json.loads(state)
     assert errors == []
     names = {i["src"] for i in state["images"]}

@@ -61,9 +61,11 @@ def test_config_rejects_mismatched_task(tmp_path):
         build_loss(load_config(DEMO, ["loss.terms=[{name: bce}]"]).loss, "multiclass")
 
 
-def test_multiclass_train_resume_infer_and_check(trash_root, tmp_path):
+def test_multiclass_train_resume_infer_and_check(trash_root, tmp_path, capsys):
     cfg = load_config(DEMO, trash_overrides(trash_root, tmp_path / "cache"))
     result = fit(cfg, tmp_path / "full")
+    log = capsys.readouterr().out
+    assert "(data.split=files), " in log and "fold" not in log  # train.json / val.json: no folds
     assert result["metric"] == "miou" and 0.0 <= result["best_miou"] <= 1.0 and result["epochs"] == 2
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]

@@ -141,7 +141,7 @@ def test_device_path_on_cpu_equals_per_channel():
     assert rle_mod._device_boundaries(torch.zeros((0, 4, 4), dtype=torch.bool)) == []
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_batch_on_cuda():
     masks = np.stack([bone_mask(512, 512, seed=s) for s in range(4)])
     assert encode_rle_batch(torch.from_numpy(masks).cuda()) == [reference_rle(m) for m in masks]

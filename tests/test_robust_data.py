@@ -13,6 +13,7 @@ from data.cache import open_cache
 from tasks.handbone.layout import HandboneLayout
 from tasks.handbone.reader import scan_split
 from tasks.handbone.submission import SubmissionWriter
+from tests.system import unavailable
 from utils.config import TaskConfig
 from utils.errors import UserError
 from utils.images import read_gray, resize_image
@@ -135,7 +136,7 @@ def mount_tmpfs(folder, size):
     folder.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); fault injection covers it")
+        unavailable(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root with mount permission")
     return folder
 
 

@@ -13,6 +13,7 @@ import torch
 
 import train
 from tests.conftest import ROOT, tiny_overrides
+from tests.system import unavailable
 from trainer import checkpoint as checkpoint_module
 from trainer.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from trainer.rundir import prepare_run_dir, truncate_metrics
@@ -269,7 +270,7 @@ def test_checkpoint_on_a_read_only_disk(tmp_path):
     folder.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); fault injection covers it")
+        unavailable(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root with mount permission")
     try:
         with pytest.raises(UserError, match=rf"^{folder}/last.pt: cannot write \(Read-only file system\)$"):
             save_checkpoint({"model": {}}, folder / "last.pt")
@@ -284,7 +285,7 @@ def small_tmpfs(tmp_path):
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); fault injection covers it")
+        unavailable(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root with mount permission")
     yield mount
     subprocess.run(["umount", str(mount)], check=False)
 

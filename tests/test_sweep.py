@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -22,10 +23,10 @@ from campaign import study as studies
 from campaign.space import load_space
 from campaign.worker import Campaign, duplicate_of, run_worker
 from tests.conftest import ROOT, tiny_overrides
+from tests.system import unavailable
 from utils.errors import ConfigError, UserError
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def write(path: Path, text: str) -> str:
@@ -259,20 +260,21 @@ def test_a_pruned_trial_is_recorded_as_pruned(dataset_root, tmp_path):
 
 
 @pytest.fixture
-def postgres_url():
-    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's binaries, run as the postgres user when root)."""
-    if not (PG_BIN / "pg_ctl").is_file():
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (apt-get install postgresql; .ci/run does)")
+def postgres_url(postgres_bin):
+    """A throw-away PostgreSQL server on 127.0.0.1 (the system's binaries, run as the postgres user when root)."""
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user and not has_user("postgres"):
+        unavailable("the PostgreSQL server refuses to run as root and there is no 'postgres' user to run it as: "
+                    "apt-get install postgresql creates one")
     data = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
     if as_user:
         shutil.chown(data, "postgres")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    pg = [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data / "db"), "-w"]
+    pg = [*as_user, str(postgres_bin / "pg_ctl"), "-D", str(data / "db"), "-w"]
     try:
-        subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust"],
+        subprocess.run([*as_user, str(postgres_bin / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust"],
                        check=True, capture_output=True, timeout=120)
         subprocess.run([*pg, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-l", str(data / "log"),
                         "start"], check=True, capture_output=True, timeout=120)
@@ -280,6 +282,14 @@ def postgres_url():
     finally:
         subprocess.run([*pg, "-m", "immediate", "stop"], capture_output=True, timeout=120)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def test_two_machines_share_only_a_postgresql_url(postgres_url, dataset_root, tmp_path):

@@ -3,11 +3,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import ROOT
+from trainer.kfold import parse_folds
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
+from utils.errors import ConfigError, UserError
 
 
 def fit(cfg, run_dir, resume=None):
@@ -61,3 +64,40 @@ def test_training_on_crops_validates_by_sliding_window(tiny_config, tmp_path):
     assert trainer.predictor.window == 32
     result = trainer.fit()
     assert 0.0 <= result["best_dice"] <= 1.0
+
+
+MISFITS = [(["model.arch=HRNetOCR", "model.encoder=resnet34"],
+            r"^model\.encoder: HRNetOCR needs a timm HRNet .* not 'resnet34'$"),
+           (["model.arch=SwinUNETR", "model.params={feature_size: 10}"],
+            r"^model: cannot build SwinUNETR .*feature_size should be divisible by 12"),
+           (["model.encoder=resnet_x"], r"^model: cannot build Unet with encoder 'resnet_x'"),
+           (["model.arch=Unetto"], r"^model\.arch: unknown architecture 'Unetto' \(did you mean 'Unet'\?\)")]
+
+
+@pytest.mark.parametrize("sets,message", MISFITS, ids=["hrnet-on-resnet", "swin-size", "encoder", "arch"])
+def test_model_misfit_fails_before_the_data_work(tiny_config, tmp_path, sets, message):
+    """The synthetic dataset is not generated, nor the cache built, nor the run folder made."""
+    cfg = tiny_config(f"data.root={tmp_path / 'hands'}", *sets)
+    with pytest.raises(ConfigError, match=message):
+        fit(cfg, tmp_path / "run")
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_model_misfit_leaves_the_previous_run(tmp_path):
+    """train.py refuses before --overwrite deletes anything: the old checkpoint is kept, no data made."""
+    from train import main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pt").write_bytes(b"previous run")
+    sets = ["model.arch=HRNetOCR", "model.encoder=resnet34", f"data.root={tmp_path / 'hands'}",
+            f"data.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(ConfigError, match=MISFITS[0][1]):
+        main(["--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(tmp_path / "run"), "--overwrite",
+              *[arg for item in sets for arg in ("--set", item)]])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["best.pt", "run"]
+
+
+def test_folds_need_a_kfold_split():
+    assert parse_folds("all", 3) == [0, 1, 2]
+    with pytest.raises(UserError, match=r"^--folds: data\.split is 'files' .*there are no folds"):
+        parse_folds("all", 3, "files")

@@ -14,8 +14,11 @@ from utils.errors import UserError
 from utils.files import write_text_atomic
 
 
-def parse_folds(spec: str, n_splits: int) -> list[int]:
-    """`all` or a comma-separated list such as `0,2,4`."""
+def parse_folds(spec: str, n_splits: int, split: str = "kfold") -> list[int]:
+    """`all` or a comma-separated list such as `0,2,4`; `split` is data.split (files: no folds to train)."""
+    if split != "kfold":
+        raise UserError(f"--folds: data.split is {split!r} (fixed training and validation files): there are no "
+                        "folds; set data.split=kfold to cross-validate")
     if spec == "all":
         return list(range(n_splits))
     try:

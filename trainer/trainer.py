@@ -36,6 +36,11 @@ from utils.files import write_error
 from utils.logger import RunLogger
 
 
+def _split_name(d) -> str:
+    """Which split the run trains and validates on, for messages: data.split=files has no folds."""
+    return f"fold {d.fold}/{d.n_splits}" if d.split == "kfold" else "data.split=files"
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, runtime: Runtime, resume: str | None = None,
                  progress: bool = True, callbacks: Iterable[Callback] = ()):
@@ -49,16 +54,16 @@ class Trainer:
         tracking = build_tracking(cfg, self.run_dir, runtime.is_main)  # a missing package fails before any work
         seed_everything(cfg.trainer.seed)
         check_optimizer(cfg.optimizer)  # a wrong optimizer keyword fails before the data is cached
+        model = build_model(cfg.model, len(self.classes)).to(runtime.device)  # a misfit fails before the data work
+        if cfg.trainer.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
 
         self.data: FoldData = prepare_fold(cfg, self.task.layout, runtime, self.progress)
         self.train_loader = self._train_loader()
         self.val_loader = self._val_loader()
         self.gpu_augment = build_gpu_transforms(cfg.transforms.gpu, "transforms.gpu")
 
-        model = build_model(cfg.model, len(self.classes)).to(runtime.device)
-        if cfg.trainer.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
         self.optimizer = build_optimizer(cfg.optimizer, model)
         steps_per_epoch = math.ceil(len(self.train_loader) / cfg.trainer.accumulate)
         self.schedule = Schedule(self.optimizer, cfg.scheduler, steps_per_epoch, cfg.trainer.epochs)
@@ -98,7 +103,7 @@ class Trainer:
                                copy_paste)
         if len(dataset) < d.batch_size * rt.world_size:
             raise UserError(f"data.batch_size: {d.batch_size} x {rt.world_size} process(es) is more than the "
-                            f"{len(dataset)} training images of fold {d.fold}")
+                            f"{len(dataset)} training images ({_split_name(d)})")
         if rt.distributed:
             sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
                                          seed=self.cfg.trainer.seed, drop_last=True)
@@ -144,7 +149,7 @@ class Trainer:
         cfg = self.cfg
         if self.runtime.is_main:
             print(f"training {cfg.model.arch}/{cfg.model.encoder} on {len(self.data.train_indices)} images, "
-                  f"validating on {len(self.data.val_indices)} (fold {cfg.data.fold}/{cfg.data.n_splits}), "
+                  f"validating on {len(self.data.val_indices)} ({_split_name(cfg.data)}), "
                   f"{self.runtime.device}, {self.runtime.world_size} process(es), run dir {self.run_dir}")
             if self.data.meta:
                 print(f"metadata (age, sex, weight, height) for {len(self.data.meta)} persons in {cfg.data.root}")
