@@ -132,11 +132,15 @@ def test_voc_multiclass_trains_predicts_palette_masks_and_checks(voc_root, tmp_p
     (bad / "extra.png").write_bytes((out / f"{stems[2]}.png").read_bytes())
     assert cli("inference", "--check", bad, "--data", voc_root, "--config", VOC) == 1
 
-    # hard vote: a folder voted with itself is itself
-    voted = tmp_path / "voted"
-    assert cli("ensemble", "--csvs", out, out, "--config", VOC, "--data", voc_root, "--out", voted) == 0
+    # soft vote of the model with itself, and hard vote of a folder with itself: the model's own masks
+    soft, voted = tmp_path / "soft", tmp_path / "voted"
+    best = tmp_path / "run" / "best.pt"
+    assert cli("ensemble", "--checkpoints", best, best, "--out", soft, "--workers", "0") == 0
+    assert cli("ensemble", "--csvs", out, soft, out, "--config", VOC, "--data", voc_root, "--out", voted) == 0
     for stem in stems:
-        assert np.array_equal(np.asarray(Image.open(voted / f"{stem}.png")), np.asarray(Image.open(out / f"{stem}.png")))
+        truth = np.asarray(Image.open(out / f"{stem}.png"))
+        assert np.array_equal(np.asarray(Image.open(soft / f"{stem}.png")), truth)
+        assert np.array_equal(np.asarray(Image.open(voted / f"{stem}.png")), truth)
 
 
 def test_binary_flat_set_kfold_dice_iou_and_0_255_masks(tmp_path):
@@ -155,7 +159,18 @@ def test_binary_flat_set_kfold_dice_iou_and_0_255_masks(tmp_path):
         png = Image.open(out / f"{name}.png")
         assert png.mode == "L" and set(np.unique(np.asarray(png))) <= {0, 255}  # the truth's 0/255
         assert png.size == Image.open(root / "images" / f"{name}.png").size
-    assert build_task(cfg).submission.validate(out, root) == []
+    submission = build_task(cfg).submission
+    assert submission.validate(out, root) == []
+    # hard vote of binary folders: pixels where at least --min-votes agree
+    empty = Path(shutil.copytree(out, tmp_path / "empty"))
+    for png in empty.iterdir():
+        Image.fromarray(np.zeros_like(np.asarray(Image.open(png))), "L").save(png)
+    assert "at least 1 agree" in submission.hard_vote([out, empty], 1, tmp_path / "any", root)
+    assert "at least 2 agree" in submission.hard_vote([out, empty], 2, tmp_path / "both", root)
+    for name in ("im09", "im10"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "any" / f"{name}.png")),
+                              np.asarray(Image.open(out / f"{name}.png")))
+        assert not np.asarray(Image.open(tmp_path / "both" / f"{name}.png")).any()
 
 
 def test_multilabel_class_folders_train_and_predict_per_class_masks(tmp_path):
