@@ -3,7 +3,8 @@
 Soft voting (probabilities averaged at full resolution, then thresholded):
     python ensemble.py --checkpoints a.pt b.pt c.pt [--weights 1 1 2] --out sub.csv
     python ensemble.py --probs probs_a/ probs_b/ --data ROOT --out sub.csv      (saved by inference.py --save-probs)
-A run folder given to --checkpoints stands for its fold checkpoints (<run>/fold*/best.pt) or its best.pt.
+A run folder given to --checkpoints stands for its fold checkpoints (<run>/fold*/best.pt) or its best.pt; an .onnx
+file from export.py is a member like a checkpoint (run by ONNX Runtime with the config stored in it).
 Hard voting (a pixel is kept where at least --min-votes submissions agree):
     python ensemble.py --csvs a.csv b.csv c.csv --min-votes 2 --data ROOT --out sub.csv
 Multiclass (trash) submissions: soft voting averages softmax probabilities before the argmax; hard voting takes
@@ -18,12 +19,14 @@ import argparse
 import math
 from pathlib import Path
 
-from utils.cli import run_main
+from utils.cli import check_threshold, check_workers, require_dir, require_file, run_main
+from utils.errors import UserError
+from utils.files import check_output_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoints", nargs="+", default=[], metavar="PT", help="checkpoints or run folders")
+    p.add_argument("--checkpoints", nargs="+", default=[], metavar="PT", help="checkpoints, run folders or .onnx files")
     p.add_argument("--probs", nargs="+", default=[], metavar="DIR", help="probability folders from --save-probs")
     p.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint, then per probs folder")
     p.add_argument("--csvs", nargs="+", default=[], metavar="SUBMISSION", help="submissions to hard-vote (CSV files, "
@@ -45,14 +48,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.cli import check_threshold, check_workers
-    from utils.errors import UserError
-
-    # every argument is checked before any image is predicted (--out once the task says: a file or a folder)
+    # every argument is checked before any model is loaded, and before the libraries load (seconds of CPU)
     check_workers(args.workers)
+    if not Path(args.out).is_dir():  # a folder: the task's submission tells if it may be (mask folders)
+        check_output_file(args.out)
     check_threshold(args.threshold, "--threshold")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
+    for path in args.checkpoints:  # a run folder is expanded to its best.pt files once the libraries load
+        if not Path(path).is_dir():
+            require_file(path, "checkpoint")
+    for path in args.csvs:
+        if not Path(path).is_dir():  # a folder is a mask submission, checked by its task
+            require_file(path, "submission file")
+    for path in args.probs:
+        require_dir(path, "probability folder")
+    require_file(args.config, "config file")
+    require_file(args.thresholds, "thresholds file")
+    require_dir(args.data, "data root")
 
     if args.csvs:
         if args.checkpoints or args.probs:
@@ -75,7 +88,6 @@ def soft_voting(args) -> int:
     )
     from trainer.runtime import setup_runtime
     from utils.config import TrainerConfig
-    from utils.errors import UserError
 
     checkpoints = expand_checkpoints(args.checkpoints)
     n = len(checkpoints) + len(args.probs)

@@ -46,5 +46,6 @@ class ValidationImages:
                                                                len(trainer.classes))
                 continue
             pred = (to_full_size(p, image.shape) > trainer.cfg.trainer.threshold).cpu().numpy()
-            out[f"val/{cache.keys[i]}"] = overlay_row(np.asarray(image), cache.mask(i).astype(bool), pred)
+            out[f"val/{cache.keys[i]}"] = overlay_row(np.asarray(image), cache.mask(i).astype(bool), pred,
+                                                      classes=trainer.classes)
         return out

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from data.dataset import image_tensor
 from models.factory import build_model
+from models.onnx_model import OnnxNetwork, check_config_fits, read_onnx_info
 from modes.fullsize import FullSizeProbs
 from tasks.registry import Task, build_task
 from trainer.checkpoint import check_finite, load_checkpoint
@@ -83,6 +84,8 @@ def member_config(checkpoint: str | Path, config: str | None = None, overrides=(
                   tta: str | None = None, state: dict | None = None) -> Config:
     """The config a checkpoint is run with: its own unless `config` is given, with overrides and TTA.
     `state`: the checkpoint already loaded, so that a large file is read once."""
+    if is_onnx(checkpoint):
+        return onnx_member_config(checkpoint, config, overrides, tta)
     state = state if state is not None else load_checkpoint(checkpoint)
     cfg = load_config(config, overrides) if config else from_dict(state["config"], str(checkpoint), overrides)
     if tta is not None:
@@ -92,6 +95,8 @@ def member_config(checkpoint: str | Path, config: str | None = None, overrides=(
 
 def load_member(checkpoint: str | Path, cfg: Config, runtime: Runtime, weight: float = 1.0,
                 state: dict | None = None) -> ModelMember:
+    if is_onnx(checkpoint):
+        return load_onnx_member(checkpoint, cfg, runtime, weight)
     state = state if state is not None else load_checkpoint(checkpoint)
     if state.get("classes") != cfg.task.classes:
         raise UserError(f"{checkpoint}: the checkpoint's classes differ from task.classes of the config")
@@ -116,7 +121,7 @@ def load_members(checkpoints: list, weights: list[float], overrides=(), tta: str
     """Models from checkpoints, each file read once; the runtime follows the first checkpoint's trainer settings."""
     members, runtime = [], None
     for path, weight in zip(checkpoints, weights):
-        state = load_checkpoint(path)
+        state = None if is_onnx(path) else load_checkpoint(path)
         cfg = member_config(path, None, overrides, tta, state)
         runtime = runtime or setup_runtime(cfg.trainer)
         members.append(load_member(path, cfg, runtime, weight, state))
@@ -135,6 +140,30 @@ def expand_checkpoints(paths: list) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def is_onnx(path: str | Path) -> bool:
+    """An .onnx file from export.py is a model member like a checkpoint (its config comes from its metadata)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def onnx_member_config(path: str | Path, config: str | None = None, overrides=(), tta: str | None = None) -> Config:
+    """The config stored in an exported file (or `config`), with overrides and TTA, checked against the file."""
+    info = read_onnx_info(path)
+    cfg = load_config(config, overrides) if config else from_dict(info.config, str(path), overrides)
+    if tta is not None:
+        cfg.predict.tta = tta
+    check_config_fits(info, cfg)
+    return cfg
+
+
+def load_onnx_member(path: str | Path, cfg: Config, runtime: Runtime, weight: float = 1.0) -> ModelMember:
+    """An ONNX Runtime session in the place of the network: the Predictor runs it like the module (TTA, windows)."""
+    check_config_fits(read_onnx_info(path), cfg)
+    task = build_task(cfg)
+    predictor = Predictor(OnnxNetwork(path, runtime.device), cfg.predict, runtime, cfg.data.mean, cfg.data.std,
+                          window=cfg.data.crop_size, activation=task.mode.activation)
+    return ModelMember(str(path), cfg, task, predictor, weight)
 
 
 def load_probs_member(folder: str | Path, weight: float = 1.0) -> ProbsMember:

@@ -90,7 +90,7 @@ def write_run_info(run_dir: str | Path, argv: list[str], secrets: list[str] = ()
             continue
     command = [sys.executable, *redact(list(argv), list(secrets))]
     info = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "python": platform.python_version(), "host": platform.node(), "git": _git_state(), "packages": versions}
+            "python": platform.python_version(), "host": platform.node(), "git": git_state(), "packages": versions}
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -98,7 +98,7 @@ def write_run_info(run_dir: str | Path, argv: list[str], secrets: list[str] = ()
     write_text_atomic(run_dir / "run_info.json", json.dumps(info, indent=2))
 
 
-def _git_state() -> dict | None:
+def git_state() -> dict | None:
     """Commit and whether the working tree had uncommitted changes; None outside a repository or without git."""
     code = Path(__file__).resolve().parents[1]
     try:

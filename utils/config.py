@@ -175,6 +175,9 @@ class TrainerConfig:
     threshold: float = 0.5
     ddp_find_unused_parameters: bool = False  # under torchrun, when some layers get no gradient (encoder_depth < 5)
     max_nonfinite_steps: int = 25  # consecutive NaN/inf losses (each step skipped) before training stops with an error
+    # false: last.pt is written every epoch (a crash or Ctrl-C can resume) and deleted when the run ends normally,
+    # leaving best.pt only (sweep trials default to false)
+    keep_last: bool = True
 
 
 @dataclass
@@ -224,6 +227,7 @@ class LoggingConfig:
     mlflow_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<run dir's parent>/mlflow.db
     wandb_project: str = "hand-bone-segmentation"  # wandb project and MLflow experiment name
     wandb_mode: Literal["online", "offline"] | None = None  # null: online when a key is configured, else offline
+    mlflow_log_checkpoint: bool = False  # copy best.pt into the MLflow store (false: its path, tag best_checkpoint)
     notify: NotifyConfig | None = None
 
 
@@ -492,6 +496,8 @@ def _check(tp, value, path: str):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if origin is Literal:
+        if isinstance(value, bool):
+            value = _yaml_word(value, args, path)
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
@@ -523,6 +529,19 @@ def _check(tp, value, path: str):
             raise ConfigError(f"{path}: expected a string, got {_type_name(value)}")
         return value
     raise TypeError(f"unsupported schema type {tp} at {path}")  # a bug in the schema, not user input
+
+
+_BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+
+
+def _yaml_word(value: bool, choices: tuple, path: str) -> str:
+    """YAML 1.1 reads off/no/false (on/yes/true) as a bool: give back the choice it was written as (`trainer.amp:
+    off`, also from --set); a bool for a key without such a choice is an error listing the choices."""
+    words = [c for c in choices if c in _BOOL_WORDS[value]]
+    if len(words) != 1:
+        raise ConfigError(f"{path}: {str(value).lower()} (YAML reads {'/'.join(_BOOL_WORDS[value])} as "
+                          f"{str(value).lower()}) is not one of {', '.join(map(repr, choices))}")
+    return words[0]
 
 
 def _check_finite_tree(value, path: str) -> None:
