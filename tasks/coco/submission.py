@@ -21,6 +21,7 @@ from modes.multiclass import dense_probs
 from tasks.coco.reader import read_coco_json, split_path
 from utils.csvfile import csv_rows
 from utils.errors import DataError, UserError
+from utils.files import check_output_file
 
 HEADER = ("image_id", "PredictionString")
 SUBMISSION_SIZE = 256
@@ -214,6 +215,10 @@ class TrashSubmission:
     def test_samples(self, root) -> list:
         """The images of test.json, each found on disk, checked before predicting."""
         return self.layout.test_samples(root)
+
+    def check_out(self, out) -> Path:
+        """The output, before any model is loaded: a CSV file in an existing folder."""
+        return check_output_file(out)
 
     def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None,
                postprocess=None) -> _LabelWriter:

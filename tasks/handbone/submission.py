@@ -18,7 +18,7 @@ import numpy as np
 from tasks.handbone.reader import IMAGE_DIR, scan_split
 from utils.csvfile import Problems, csv_rows
 from utils.errors import DataError, UserError
-from utils.files import remove_stale_temps, write_error
+from utils.files import check_output_file, remove_stale_temps, write_error
 from utils.images import read_png_size
 from utils.rle import decode_rle, encode_rle_crop, parse_rle, runs_to_rle
 
@@ -332,6 +332,10 @@ class HandboneSubmission:
 
     def test_samples(self, root) -> list:
         return test_samples(root)
+
+    def check_out(self, out) -> Path:
+        """The output, before any model is loaded: a CSV file in an existing folder."""
+        return check_output_file(out)
 
     def writer(self, out, thresholds, crf=None, save_masks=None, read_image=None, postprocess=None) -> _RleWriter:
         """`postprocess`: a modes.postprocess.Postprocess applied to each class's mask (None: masks as predicted)."""
