@@ -131,6 +131,7 @@ class Multiclass:
     metric = "miou"
     metric_title = "mIoU"
     thresholded = False  # argmax: no threshold to tune
+    extras = (("pixel_accuracy", "pixel accuracy"),)  # further validation numbers: (record key, printed title)
 
     @staticmethod
     def activation(logits: torch.Tensor) -> torch.Tensor:

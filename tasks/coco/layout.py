@@ -22,6 +22,8 @@ class CocoLayout:
     name = "coco"
     channels = 3
     label_kind = "map"  # one uint8 label map: the multiclass mode's targets
+    modes = ("multiclass",)  # the task modes it can feed
+    ignore_index = None  # every pixel is a class (unannotated ones the background)
     splits = ("kfold", "files")
     submission = "trash"
 

@@ -21,7 +21,14 @@ from modes.multiclass import argmax_labels, dense_probs
 from tasks.coco.reader import check_file_name, read_coco_json, size_error, split_path
 from utils.csvfile import csv_rows
 from utils.errors import DataError, UserError
-from utils.files import atomic_folder, make_folder, remove_stale_temps, write_bytes_atomic, write_error
+from utils.files import (
+    atomic_folder,
+    check_output_file,
+    make_folder,
+    remove_stale_temps,
+    write_bytes_atomic,
+    write_error,
+)
 
 HEADER = ("image_id", "PredictionString")
 SUBMISSION_SIZE = 256
@@ -246,8 +253,14 @@ class TrashSubmission:
         """The images of test.json, each found on disk, checked before predicting."""
         return self.layout.test_samples(root)
 
-    def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None) -> _LabelWriter:
-        return _LabelWriter(out, crf, save_masks, read_image or self.layout.read_image)
+    def check_out(self, out) -> Path:
+        """The output, before any model is loaded: a CSV file in an existing folder."""
+        return check_output_file(out)
+
+    def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None,
+               postprocess=None) -> _LabelWriter:
+        """`postprocess`: a modes.postprocess.Postprocess applied to each label map (None: the argmax as is)."""
+        return _LabelWriter(out, crf, save_masks, read_image or self.layout.read_image, postprocess)
 
     def validate(self, path, root) -> list[str]:
         return validate_trash_submission(path, split_path(root, "test"), len(self.classes))
@@ -275,17 +288,19 @@ class TrashSubmission:
 
 
 class _LabelWriter:
-    """Per image: the labels (`prepare`, on the prediction's device): without DenseCRF and --save-masks only the
-    256x256 pixels the CSV samples, by argmax_labels' quads; with DenseCRF the dense mean probabilities, refined,
-    then argmax. Then the row and the optional label PNG (`write`, in a background thread).
+    """Per image: the labels (`prepare`, on the prediction's device): without DenseCRF, post-processing and
+    --save-masks only the 256x256 pixels the CSV samples, by argmax_labels' quads; with post-processing or
+    --save-masks every pixel; with DenseCRF the dense mean probabilities, refined, then argmax. Then the
+    post-processing, the row and the optional label PNG (`write`, in a background thread).
 
     --save-masks DIR is filled as `DIR.tmp-<pid>-<hex>` and renamed when the submission is complete: a failed run
     leaves no half folder (DIR must be missing or empty; inference.py checks it before loading the model)."""
 
-    def __init__(self, out, crf, save_masks, read_image):
+    def __init__(self, out, crf, save_masks, read_image, postprocess=None):
         self.csv = TrashSubmissionWriter(out)
         self.crf, self.read_image = crf, read_image
         self.save_masks = None if save_masks is None else Path(save_masks)
+        self.postprocess = postprocess
         self._masks = contextlib.ExitStack()
         self._folder: Path | None = None
         self._pngs: dict[Path, str] = {}
@@ -312,7 +327,7 @@ class _LabelWriter:
             labels = mean.argmax(0).to(torch.uint8)
         elif isinstance(probs, torch.Tensor):
             labels = probs.argmax(0).to(torch.uint8)
-        elif self.save_masks is not None:
+        elif self.save_masks is not None or self.postprocess is not None:  # they need every pixel
             labels = argmax_labels(probs.parts, size)
         else:
             labels = argmax_labels(probs.parts, size, submission_lines(size[0]), submission_lines(size[1]))
@@ -320,6 +335,8 @@ class _LabelWriter:
 
     def write(self, payload) -> None:
         key, labels = payload
+        if self.postprocess is not None:
+            labels = self.postprocess.labels(labels)
         self.csv.write_image(key, labels)
         if self._folder is not None:
             name = Path(key).with_suffix(".png")

@@ -18,6 +18,8 @@ class HandboneLayout:
     name = "handbone"
     channels = 1
     label_kind = "bits"  # one bit plane per class: the multilabel mode's targets
+    modes = ("multilabel",)  # the task modes it can feed (every JSON holds all 29 bones: no one-class binary)
+    ignore_index = None  # polygons leave no void
     splits = ("kfold",)  # the values of data.split it knows
     submission = "handbone"  # its competition's submission (task.submission: null)
 
