@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     from utils.cli import check_threshold, check_workers, require_dir, require_file
     from utils.errors import UserError
-    from utils.files import check_new_folder
+    from utils.files import check_new_folder, check_output_folder
 
     # the checks that need no model come first, before the libraries load (importing them takes seconds)
     check_threshold(args.threshold, "--threshold")
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         if not Path(path).is_dir():
             require_file(path, "checkpoint")
     require_dir(args.data, "data root")
-    check_new_folder(args.out)  # the layout's own rule follows once the checkpoint names it
+    check_new_folder(check_output_folder(args.out))  # the layout's own rule follows once the checkpoint names it
 
     from trainer.inference import check_members, expand_checkpoints, iter_full_size_probs, load_members
 

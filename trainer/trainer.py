@@ -66,7 +66,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.train_loader) / cfg.trainer.accumulate)
         self.schedule = Schedule(self.optimizer, cfg.scheduler, steps_per_epoch, cfg.trainer.epochs)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype is torch.float16)
-        self.loss_fn = build_loss(cfg.loss, self.mode.loss_mode)
+        self.loss_fn = build_loss(cfg.loss, self.mode.loss_mode, self.task.ignore_index)  # void left out
         self.averager = None if cfg.averaging.mode == "off" else WeightAverager(cfg.averaging, model, self.optimizer,
                                                                                 cfg.trainer.epochs)
 
@@ -441,8 +441,9 @@ class Trainer:
         m = self.mode.metric
         if record[f"val_{m}"] is not None:
             line += f"  val {self.mode.metric_title} {record[f'val_{m}']:.4f}  best {record[f'best_{m}']:.4f}"
-            if "val_pixel_accuracy" in record:
-                line += f"  pixel accuracy {record['val_pixel_accuracy']:.4f}"
+            for key, title in self.mode.extras:  # multiclass: pixel accuracy; binary: IoU
+                if record.get(f"val_{key}") is not None:
+                    line += f"  {title} {record[f'val_{key}']:.4f}"
         print(line + f"  ({record['seconds']:.0f}s)", flush=True)
         if per_class is not None:
             print(self.mode.format_table(self.classes, per_class), flush=True)
