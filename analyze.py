@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import run_main
+from utils.cli import require_dir, require_file, run_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,6 +29,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for folder in [args.run, *(args.compare or [])]:  # checked before the libraries load (seconds of CPU)
+        require_dir(folder, "run directory")
+    require_file(args.checkpoint, "checkpoint")
+    require_dir(args.data, "data root")
     if args.compare:
         from analysis.compare import write_comparison
 

@@ -47,25 +47,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.cli import check_threshold, check_workers
-    from utils.errors import UserError
-    from utils.files import check_new_folder
+    from pathlib import Path
 
-    # the checks that need no model come first: importing the model libraries takes seconds
+    from utils.cli import check_threshold, check_workers, require_dir, require_file
+    from utils.errors import UserError
+    from utils.files import check_new_folder, check_output_folder
+
+    # the checks that need no model come first, before the libraries load (importing them takes seconds)
     check_threshold(args.threshold, "--threshold")
     check_workers(args.workers)
     if math.isnan(args.min_confidence):  # above 1 is allowed: it keeps nothing, by design
         raise UserError("--min-confidence: nan is not a number")
     if args.weights and not all(math.isfinite(w) for w in args.weights):
         raise UserError("--weights must be finite numbers")
-    check_new_folder(args.out)  # the layout's own rule follows once the checkpoint names it
+    for path in args.checkpoints:  # a run folder is expanded to its best.pt files once the libraries load
+        if not Path(path).is_dir():
+            require_file(path, "checkpoint")
+    require_dir(args.data, "data root")
+    check_new_folder(check_output_folder(args.out))  # the layout's own rule follows once the checkpoint names it
 
     from trainer.inference import check_members, expand_checkpoints, iter_full_size_probs, load_members
 
     checkpoints = expand_checkpoints(args.checkpoints)
-    for path in checkpoints:
-        if not path.is_file():
-            raise UserError(f"{path}: checkpoint not found")
 
     weights = args.weights or [1.0] * len(checkpoints)
     if len(weights) != len(checkpoints):

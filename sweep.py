@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import add_config_args, run_main
+from utils.cli import add_config_args, require_file, run_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for path, what in [(args.config, "config file"), (args.space, "space file"),
+                       *((q, "queued config") for q in args.queue or [])]:
+        require_file(path, what)  # before the campaign's libraries load
     if args.report:
         from campaign.report import write_report
 

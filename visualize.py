@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import add_config_args, run_main
+from utils.cli import add_config_args, require_dir, require_file, run_main
+from utils.errors import UserError
+from utils.files import check_output_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,14 +36,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from analysis.visualize import augment_grid, submission_grid
-    from utils.config import load_config
-    from utils.errors import UserError
-    from utils.files import check_output_file
-
     if args.n < 1 or getattr(args, "draws", 1) < 1:
         raise UserError("--n and --draws must be at least 1")
     check_output_file(args.out)  # before the work: a folder, a missing folder (the write itself is atomic_path's)
+    if args.command == "augment":  # files checked before the libraries load (seconds of CPU)
+        require_file(args.config, "config file")
+    else:
+        require_file(args.csv, "submission file")
+        require_dir(args.data, "data root")
+        require_file(args.classes_from, "config file")
+    from analysis.visualize import augment_grid, submission_grid
+    from utils.config import load_config
+
     if args.command == "augment":
         from trainer.runtime import setup_runtime
 

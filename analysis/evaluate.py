@@ -119,10 +119,11 @@ def _loader(member: ModelMember, data: FoldData, indices) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.data.val_batch_size, num_workers=cfg.data.num_workers)
 
 
-def _overlay(image: np.ndarray, shown: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    """Drawn from display-size masks (only for images that enter a worst list); `shown`: display_prediction's."""
+def _overlay(image: np.ndarray, shown: np.ndarray, bits: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Drawn from display-size masks (only for images that enter a worst list); `shown`: display_prediction's.
+    The errors panel names the bones with the most wrong pixels."""
     truth = _display_truth(bits, image.shape)
-    return overlay_row(shrink(np.asarray(image), OVERLAY_SIDE), truth, shown, max_side=OVERLAY_SIDE)
+    return overlay_row(shrink(np.asarray(image), OVERLAY_SIDE), truth, shown, max_side=OVERLAY_SIDE, classes=classes)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def analyze_fold(member: ModelMember, data: FoldData, runtime, k_worst: int = 6,
                 out.dice.append(m.dice)
                 scored.append((float(m.dice.mean()), data.truth.keys[t], (t, m.shown, b)))
             _add_overlays(workers, worst, scored,
-                          lambda t, shown, b: _overlay(data.truth.image(t), shown, b))
+                          lambda t, shown, b: _overlay(data.truth.image(t), shown, b, classes))
         out.threshold_dice = (threshold_sums / len(out.dice)).numpy()
         out.confusion = confusion / np.maximum(truth_pixels, 1)[:, None]
         out.worst = worst.sorted()
@@ -231,5 +232,6 @@ def _training_disagreement(member: ModelMember, data: FoldData, workers: _Worker
 
     for batch in tqdm(_loader(member, data, indices), desc="score training images", disable=not progress):
         scored = workers.map(score, member.predictor(batch["image"]), batch["index"].tolist())
-        _add_overlays(workers, worst, scored, _overlay)
+        _add_overlays(workers, worst, scored,
+                      lambda image, shown, bits: _overlay(image, shown, bits, member.cfg.task.classes))
     return worst.sorted()

@@ -1,7 +1,8 @@
 """analyze.py --run for a multiclass (one label per pixel, e.g. trash) run: the same pass over the validation fold
 as analysis.evaluate, but on argmax label maps: one (K, K) confusion matrix over the fold (truth x prediction,
 background included; the run's mIoU comes from it exactly as modes.miou scores validation), per-image IoU,
-boundary error per class, the K worst images and the training images the model disagrees with most."""
+boundary error per class, the K worst images and the training images the model disagrees with most. Void truth
+pixels (a label past the classes, e.g. VOC's 255) are left out of every count and drawn in their own colour."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from modes import Multiclass
 from modes.miou import scores
 from trainer.inference import ModelMember
 from utils.errors import UserError
+
+VOID_COLOR = (224, 224, 192)  # Pascal VOC's colour of void
 
 
 @dataclass
@@ -40,8 +43,11 @@ class MulticlassAnalysis:
 
 
 def label_confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) int64 counts of (truth label, predicted label) pairs over two label maps."""
-    index = truth.reshape(-1).astype(np.int64) * num_classes + pred.reshape(-1).astype(np.int64)
+    """(K, K) int64 counts of (truth label, predicted label) pairs over two label maps; void truth pixels (no
+    class) left out."""
+    truth, pred = truth.reshape(-1).astype(np.int64), pred.reshape(-1).astype(np.int64)
+    scored = truth < num_classes
+    index = truth[scored] * num_classes + pred[scored]
     return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
@@ -63,12 +69,16 @@ def image_score(iou: np.ndarray) -> float:
     return float(present.mean()) if len(present) else 1.0
 
 
-def color_labels(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Label map over the image: class 0 (background) left uncoloured, class k in class_colors' k-th colour."""
+def color_labels(image: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """Label map over the image: class 0 (background) left uncoloured, class k in class_colors' k-th colour, void
+    (a label from `num_classes` on, when given) in VOID_COLOR."""
     base = _rgb(image).astype(np.float32)
-    colors = class_colors(int(labels.max()) + 1 if labels.size else 1)
-    fg = labels > 0
+    n = num_classes or (int(labels.max()) + 1 if labels.size else 1)
+    colors = class_colors(n)
+    fg = (labels > 0) & (labels < n)
     base[fg] = (1 - ALPHA) * base[fg] + ALPHA * colors[labels[fg]]
+    void = labels >= n
+    base[void] = (1 - ALPHA) * base[void] + ALPHA * np.asarray(VOID_COLOR, np.float32)
     return base.astype(np.uint8)
 
 
@@ -77,14 +87,17 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
 
 
-def label_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """image | ground truth | prediction | errors (wrong label in red) at display size, side by side."""
+def label_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, num_classes: int | None = None
+                  ) -> np.ndarray:
+    """image | ground truth | prediction | errors (wrong label in red; void, a truth label from `num_classes` on,
+    is no error) at display size, side by side."""
     image, truth, pred = (shrink(np.moveaxis(_rgb(image), 2, 0), OVERLAY_SIDE).transpose(1, 2, 0),
                           shrink(truth, OVERLAY_SIDE), shrink(pred, OVERLAY_SIDE))
     errors = image.copy()
-    errors[truth != pred] = FP_COLOR
+    wrong = truth != pred if num_classes is None else (truth != pred) & (truth < num_classes)
+    errors[wrong] = FP_COLOR
     gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
-    panels = [image, color_labels(image, truth), color_labels(image, pred), errors]
+    panels = [image, color_labels(image, truth, num_classes), color_labels(image, pred, num_classes), errors]
     return np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
 
 
@@ -108,14 +121,15 @@ def analyze_fold_multiclass(member: ModelMember, data: FoldData, k_worst: int = 
             truth = torch.from_numpy(np.array(data.truth.labels(t)))
             counts = label_confusion(truth.numpy(), pred.numpy(), k)
             out.counts += counts
-            # boundary error per class on one-hot masks (BoundaryStats crops each class to its own box)
-            out.boundary.update(_one_hot(truth, k), _one_hot(pred, k))
+            # boundary error per class on one-hot masks (BoundaryStats crops each class to its own box); under
+            # void the prediction counts for no class either (label k matches no plane)
+            out.boundary.update(_one_hot(truth, k), _one_hot(torch.where(truth >= k, k, pred.long()), k))
             iou = image_iou(counts)
             out.keys.append(data.truth.keys[t])
             out.iou.append(iou)
             if worst.wants(image_score(iou)):
                 worst.add(image_score(iou), data.truth.keys[t],
-                          label_overlay(data.truth.image(t), truth.numpy(), pred.numpy()))
+                          label_overlay(data.truth.image(t), truth.numpy(), pred.numpy(), k))
     out.worst = worst.sorted()
     if cleansing:
         out.cleansing = _training_disagreement(member, data, cleansing, progress)
@@ -134,5 +148,5 @@ def _training_disagreement(member: ModelMember, data: FoldData, k: int, progress
             pred = Multiclass.labels([(p, 1.0)], truth.shape).cpu().numpy()
             score = image_score(image_iou(label_confusion(truth, pred, num_classes)))
             if worst.wants(score):
-                worst.add(score, data.cache.keys[index], label_overlay(image, truth, pred))
+                worst.add(score, data.cache.keys[index], label_overlay(image, truth, pred, num_classes))
     return worst.sorted()

@@ -15,7 +15,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from campaign import study as studies
-from campaign.worker import DUPLICATE_ATTR, QUEUE_ATTR
+from campaign.plan import DUPLICATE_ATTR, QUEUE_ATTR
 from utils.errors import UserError
 from utils.files import check_output_folder, make_folder, write_text_atomic
 

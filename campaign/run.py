@@ -9,20 +9,30 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from campaign import study as studies
+from campaign.launch import launch
+from campaign.plan import QUEUE_ATTR, QUEUE_CONFIG_ATTR, Campaign, latest_of_lineages
 from campaign.space import load_space
-from campaign.worker import QUEUE_ATTR, QUEUE_CONFIG_ATTR, Campaign, latest_of_lineages, launch
-from utils.config import load_config, to_dict
+from tracking.checks import check_tracking
+from utils.config import load_config, secret_values, to_dict
 from utils.errors import UserError
 from utils.files import check_output_folder, make_folder
 
+# every trial's config starts from these (the user's --set comes after them and wins): a finished trial keeps
+# best.pt only, which is what the report and ensembles use (--set trainer.keep_last=true keeps last.pt too)
+TRIAL_DEFAULTS = ["trainer.keep_last=false"]
+
 
 def queue_entries(paths: list[str], overrides: list[str]) -> list[dict]:
-    """Each queued file as a whole, validated config (with `--set` applied), to be stored in its trial."""
+    """Each queued file as a whole, validated config (with `--set` applied), to be stored in its trial (redacted:
+    a literal webhook URL is kept apart under "webhook", and the loaded config under "cfg", for this process and
+    its workers only)."""
     entries = []
     for path in paths:
-        config = to_dict(load_config(path, overrides))
+        cfg = load_config(path, overrides)
+        config = to_dict(cfg)
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        entries.append({"name": str(path), "sha": digest, "config": config})
+        webhook = next(iter(secret_values(cfg)), None)
+        entries.append({"name": str(path), "sha": digest, "config": config, "webhook": webhook, "cfg": cfg})
     return entries
 
 
@@ -42,8 +52,11 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
     check_heartbeat(heartbeat, grace)
     studies.build_pruner(prune)  # a wrong name fails here, before any training
 
+    overrides = [*TRIAL_DEFAULTS, *overrides]
     parsed = load_space(space, config, overrides) if space is not None else None
     entries = queue_entries(queue, overrides) if queue is not None else []
+    for cfg in [load_config(config, overrides)] if parsed is not None else [e["cfg"] for e in entries]:
+        check_tracking(cfg)  # a missing tracking package fails here, not in every trial
     if parsed is not None and not parsed.all_grid and trials is None:
         raise UserError(f"{space}: the space samples values, so say how many trials: --trials N")
     name = name or (f"{Path(config).stem}-{Path(space).stem}" if space else Path(queue[0]).stem)
@@ -53,7 +66,8 @@ def start(name: str | None, config: str | None, space: str | None, queue: list[s
         storage = studies.default_storage(out_dir)
     campaign = Campaign(name=name, storage=storage, out=str(out_dir), config=config, overrides=list(overrides),
                         space=parsed, queue_size=len(entries), trials=trials, heartbeat=heartbeat or None,
-                        grace=grace, prune=prune, progress=progress)
+                        grace=grace, prune=prune, progress=progress,
+                        queue_webhooks={i: e["webhook"] for i, e in enumerate(entries) if e["webhook"]})
     record = ({"kind": "space", "space": parsed.describe()} if parsed is not None else
               {"kind": "queue", "entries": [{"name": e["name"], "sha": e["sha"]} for e in entries]})
     opened = studies.open_storage(storage, campaign.heartbeat, grace)

@@ -81,7 +81,8 @@ class SampleCache:
         return self._masks[e.mask_offset:e.mask_offset + e.height * e.width].reshape(e.height, e.width)
 
     def class_presence(self) -> np.ndarray:
-        """(N, C) 0/1: which classes each sample holds (for oversampling)."""
+        """(N, C) 0/1: which classes each sample holds (for oversampling and copy-paste donors); void labels (any
+        value past the classes, e.g. 255) count for no class."""
         n = len(self.classes)
         if self.label_kind == "map":
             return np.stack([np.bincount(self.labels(i).reshape(-1), minlength=n)[:n] > 0
@@ -114,7 +115,9 @@ def cache_key(samples: list, classes: list[str], size: int | None, layout_id: st
     """A hash of everything the cache content depends on."""
     files = []
     for s in samples:
-        for path in (s.image, s.annotation):
+        # an annotation may be several files (a tuple: one mask per class); each is a source
+        paths = (s.image, *s.annotation) if isinstance(s.annotation, tuple) else (s.image, s.annotation)
+        for path in paths:
             if path is not None:
                 st = path.stat()
                 files.append([str(path.resolve()), st.st_size, st.st_mtime_ns])

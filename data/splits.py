@@ -30,7 +30,9 @@ def stratified_kfold(presence: np.ndarray, n_splits: int, fold: int, seed: int =
         raise DataError(f"only {len(presence)} images for data.n_splits={n_splits}")
     folds = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold_of = np.zeros(len(presence), np.int64)
-    for f, (_, val) in enumerate(folds.split(np.zeros(len(presence)), presence)):
+    # one class (binary mode): its absence as a second column, since iterstrat takes only two or more labels
+    labels = np.concatenate([presence, 1 - presence], axis=1) if presence.shape[1] == 1 else presence
+    for f, (_, val) in enumerate(folds.split(np.zeros(len(presence)), labels)):
         fold_of[val] = f
     fold_of = balance_folds(presence, fold_of, n_splits)
     return np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)

@@ -2,6 +2,8 @@
 combined as a weighted sum; `ce` (cross-entropy with class weights and label smoothing) is multiclass only.
 
 BCE + Dice was the best published loss for this task; every term takes its smp keyword arguments in `params`.
+Void (a layout's ignore_index, e.g. VOC's 255) reaches every term as its `ignore_index`, so void pixels change no
+loss; a term that cannot take it is a ConfigError naming the term.
 A term named "package.module:Name" or "path/to/file.py:Name" is the user's own: Name(**params) must return a
 callable(logits, target) -> scalar tensor.
 """
@@ -27,7 +29,7 @@ def _focal_tversky(mode, **params):
 
 
 def _bce(mode, **params):
-    if mode != "multilabel":
+    if mode not in ("multilabel", "binary"):
         raise ValueError("bce scores independent sigmoid classes (task.mode: multilabel); use ce in multiclass mode")
     return smp_losses.SoftBCEWithLogitsLoss(**params)
 
@@ -67,6 +69,8 @@ LOSSES = {
 }
 
 MULTICLASS_LOSSES = {"ce": CrossEntropy, "cross_entropy": CrossEntropy}  # one label per pixel only
+# what the wrappers build, whose signature tells whether a term takes ignore_index
+_IGNORE_TARGETS = {_focal_tversky: smp_losses.TverskyLoss, _bce: smp_losses.SoftBCEWithLogitsLoss}
 
 
 class PluginTerm(nn.Module):
@@ -106,7 +110,8 @@ class WeightedSum(nn.Module):
         return sum(w * term(logits, target) for w, term in zip(self.weights, self.terms))
 
 
-def build_loss(cfg: LossConfig, mode: str) -> nn.Module:
+def build_loss(cfg: LossConfig, mode: str, ignore_index: int | None = None) -> nn.Module:
+    """The weighted terms in smp's `mode`; `ignore_index`: the void label of the targets (None: no void)."""
     if not cfg.terms:
         raise ConfigError("loss.terms: at least one loss term is needed")
     terms = []
@@ -114,7 +119,9 @@ def build_loss(cfg: LossConfig, mode: str) -> nn.Module:
         key = f"loss.terms[{i}]"
         name = term.name.lower()
         if is_plugin(term.name):
-            terms.append((term.name, term.weight, _plugin_term(term.name, term.params, f"{key}.name")))
+            factory = load_plugin(term.name, f"{key}.name")
+            params = _void_params(factory, term.params, ignore_index, key, term.name)
+            terms.append((term.name, term.weight, _plugin_term(factory, term.name, params, f"{key}.name")))
             continue
         registry = {**LOSSES, **MULTICLASS_LOSSES} if mode == "multiclass" else LOSSES
         if name in MULTICLASS_LOSSES and mode != "multiclass":
@@ -124,16 +131,38 @@ def build_loss(cfg: LossConfig, mode: str) -> nn.Module:
             hint = f" (did you mean '{close[0]}'?)" if close else f" (choose from {', '.join(registry)})"
             raise ConfigError(f"{key}.name: unknown loss {term.name!r}{hint}; a plug-in is written "
                               f"'package.module:Name' or 'path/to/file.py:Name'")
+        params = _void_params(_IGNORE_TARGETS.get(registry[name], registry[name]), term.params, ignore_index, key,
+                              term.name)
         try:
-            module = registry[name](mode, **term.params)
+            module = registry[name](mode, **params)
         except (TypeError, ValueError, AssertionError) as e:
             raise ConfigError(f"{key}.params: {' '.join(str(e).split())}") from None
         terms.append((name, term.weight, module))
     return WeightedSum(terms, cfg.aux_weight)
 
 
-def _plugin_term(spec: str, params: dict, key: str) -> nn.Module:
-    loss = call_plugin(load_plugin(spec, key), key, spec, **params)
+def _void_params(factory, params: dict, ignore_index: int | None, key: str, name: str) -> dict:
+    """`params` with the void label added as `ignore_index` (when the targets hold void): refused for a term whose
+    constructor cannot take it (a user's loss, a future smp loss), since it would learn void as a class."""
+    if ignore_index is None:
+        return params
+    if "ignore_index" in params and params["ignore_index"] != ignore_index:
+        raise ConfigError(f"{key}.params.ignore_index: {params['ignore_index']!r} differs from task.ignore_index "
+                          f"{ignore_index}; leave it out (the task's void reaches every term)")
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: it cannot be shown to take it
+        parameters = []
+    accepts = any(p.name == "ignore_index" or p.kind is p.VAR_KEYWORD for p in parameters)
+    if not accepts:
+        raise ConfigError(f"{key}.name: {name!r} takes no ignore_index, so it would learn the void pixels "
+                          f"(task.ignore_index {ignore_index}) as a class; use a term that does, or set "
+                          "task.ignore_index: null if the masks hold no void")
+    return {**params, "ignore_index": ignore_index}
+
+
+def _plugin_term(factory, spec: str, params: dict, key: str) -> nn.Module:
+    loss = call_plugin(factory, key, spec, **params)
     if not callable(loss):
         raise ConfigError(f"{key}: {spec}(**params) returned a {type(loss).__name__}, not a callable(logits, target)")
     try:

@@ -120,6 +120,25 @@ def _channels_last_box(p, c, rows, cols, width: int) -> torch.Tensor:
     return _fma(x11, w11, _fma(x10, w10, _fma(x00, w00, x01 * w01)))
 
 
+def pixel_values(p: torch.Tensor, size: tuple[int, int], rows: torch.Tensor, cols: torch.Tensor,
+                 channels_last: bool = False) -> torch.Tensor:
+    """(C, n) values of every class of a (C, h, w) map bilinearly upsampled to `size`, at the n full-size pixels
+    (rows[k], cols[k]) only, with F.interpolate's values (upsample_box's arithmetic, per pixel)."""
+    h, w = p.shape[-2:]
+    if (h, w) == tuple(size):
+        return p[:, rows, cols]
+    rlo, rhi, rw0, rw1 = (t[rows] for t in _device_table(h, size[0], p.device))
+    clo, chi, cw0, cw1 = (t[cols] for t in _device_table(w, size[1], p.device))
+    flat = p.reshape(p.shape[0], h * w)  # index_select of flat indices: faster than indexing by (row, column)
+    x00, x01, x10, x11 = (flat.index_select(1, r * w + c) for r, c in ((rlo, clo), (rlo, chi), (rhi, clo), (rhi, chi)))
+    if not channels_last:  # along the width first, then the height
+        return _fma(_fma(x00, cw0, x01 * cw1), rw0, _fma(x10, cw0, x11 * cw1) * rw1)
+    w00, w01, w10, w11 = rw0 * cw0, rw0 * cw1, rw1 * cw0, rw1 * cw1
+    vector = p.shape[0] - p.shape[0] % _vector_width()  # _channels_last_box's two orders of the sums
+    return torch.cat([_fma(x00[:vector], w00, _fma(x01[:vector], w01, _fma(x11[:vector], w11, x10[:vector] * w10))),
+                      _fma(x11[vector:], w11, _fma(x10[vector:], w10, _fma(x00[vector:], w00, x01[vector:] * w01)))])
+
+
 @functools.lru_cache(maxsize=1)
 def _vector_width() -> int:
     """The float SIMD width of aten's channels-last kernel on this CPU (8 with AVX2, also on AVX512 CPUs here):

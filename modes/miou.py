@@ -18,9 +18,14 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """pred, target: integer label maps of the same shape (any number of images)."""
+        """pred, target: integer label maps of the same shape (any number of images). Target pixels that are no
+        class (void, e.g. VOC's 255: the layouts allow no other such value) are left out."""
         n = self.num_classes
-        index = target.reshape(-1).long() * n + pred.reshape(-1).long().to(target.device)
+        target, pred = target.reshape(-1).long(), pred.reshape(-1).long().to(target.device)
+        scored = target < n
+        if not bool(scored.all()):
+            target, pred = target[scored], pred[scored]
+        index = target * n + pred
         self.matrix += torch.bincount(index, minlength=n * n).view(n, n).to(self.matrix.device)
 
     def reduced(self) -> torch.Tensor:

@@ -15,6 +15,7 @@ class Multilabel:
     metric = "dice"  # record keys val_dice / best_dice
     metric_title = "Dice"
     thresholded = True  # masks are `p > threshold` (per-class thresholds can be tuned)
+    extras = ()  # further validation numbers: (record key, title printed beside the metric)
 
     @staticmethod
     def activation(logits: torch.Tensor) -> torch.Tensor:

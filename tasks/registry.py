@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from modes import build_mode
 from tasks.coco.layout import CocoLayout
 from tasks.coco.submission import TrashSubmission
+from tasks.folders.layout import FoldersLayout
+from tasks.folders.submission import MasksSubmission
 from tasks.handbone.layout import HandboneLayout
 from tasks.handbone.submission import HandboneSubmission
 from utils.config import Config
 from utils.errors import ConfigError
 from utils.plugins import is_plugin, load_plugin
 
-LAYOUTS = {"handbone": HandboneLayout, "coco": CocoLayout}
-SUBMISSIONS = {"handbone": HandboneSubmission, "trash": TrashSubmission}
+LAYOUTS = {"handbone": HandboneLayout, "coco": CocoLayout, "folders": FoldersLayout}
+SUBMISSIONS = {"handbone": HandboneSubmission, "trash": TrashSubmission, "masks": MasksSubmission}
 
 
 @dataclass
@@ -26,6 +28,11 @@ class Task:
     @property
     def classes(self) -> list[str]:
         return self.layout.classes
+
+    @property
+    def ignore_index(self) -> int | None:
+        """The void label of the layout's label maps (None: its labels hold no void)."""
+        return self.layout.ignore_index
 
 
 def build_layout(task):
@@ -43,10 +50,10 @@ def build_task(cfg: Config) -> Task:
     schema in utils/config.py cannot know them): every consumer builds it before any data work."""
     task = cfg.task
     layout, mode = build_layout(task), build_mode(task.mode)
-    if layout.label_kind != mode.label_kind:
+    if mode.name not in layout.modes or layout.label_kind != mode.label_kind:
         raise ConfigError(f"task.mode: {task.mode!r} does not fit task.format {task.format!r} (its labels are "
                           f"{'bit planes' if layout.label_kind == 'bits' else 'one label map'}; use "
-                          f"{'multilabel' if layout.label_kind == 'bits' else 'multiclass'})")
+                          f"{' or '.join(layout.modes)})")
     if cfg.data.split not in layout.splits:
         raise ConfigError(f"data.split: task.format {task.format!r} splits by {', '.join(layout.splits)}, "
                           f"not {cfg.data.split!r}")
@@ -55,11 +62,15 @@ def build_task(cfg: Config) -> Task:
                           f"got {cfg.model.in_channels}")
     if mode.name == "multiclass" and len(task.classes) < 2:
         raise ConfigError("task.classes: multiclass needs the background and at least one class")
+    if mode.name == "binary" and len(task.classes) != 1:
+        raise ConfigError(f"task.classes: binary mode segments one foreground class, got {len(task.classes)} "
+                          "(name it alone, e.g. [lesion]; several classes: multilabel or multiclass)")
     if cfg.transforms.copy_paste is not None and mode.name != "multiclass":
         raise ConfigError("transforms.copy_paste: works on label maps (task.mode: multiclass)")
     if cfg.predict.crf is not None and mode.name != "multiclass":
         raise ConfigError("predict.crf: DenseCRF refines softmax outputs (task.mode: multiclass)")
-    return Task(layout, mode, build_submission(task.submission or layout.submission, layout))
+    name = task.submission or layout.submission
+    return Task(layout, mode, build_submission(name, layout) if name else NoSubmission(layout))
 
 
 def build_submission(name: str, layout):
@@ -74,3 +85,17 @@ def build_submission(name: str, layout):
         raise ConfigError(f"task.submission: {name!r} is written for task.format {' or '.join(kind.layouts)}, "
                           f"not {layout.name!r}")
     return kind(layout)
+
+
+class NoSubmission:
+    """The submission of a layout that names none (a plug-in that trains and validates only): any use of it is a
+    one-line error."""
+
+    def __init__(self, layout):
+        self.layout_name = layout.name
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):  # copy, pickle and friends look for optional methods
+            raise AttributeError(attr)
+        raise ConfigError(f"task.submission: task.format {self.layout_name!r} names no submission; give one written "
+                          "for it, or your own as 'package.module:Name'")

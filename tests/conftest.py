@@ -1,8 +1,11 @@
 """Shared fixtures: one tiny synthetic dataset per test session, and a config for it that trains in seconds."""
 from __future__ import annotations
 
+import json
 import shutil
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,32 @@ def tiny_config(dataset_root, tmp_path):
     def make(*extra: str):
         return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(dataset_root, tmp_path / "cache") + list(extra))
     return make
+
+
+SECRET = "http://127.0.0.1:{port}/hooks/T000-SECRET-TOKEN"
+
+
+@pytest.fixture
+def webhook():
+    """A Slack stand-in on 127.0.0.1: collects the JSON bodies posted to it."""
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield SECRET.format(port=server.server_port), received
+    server.shutdown()
+
+
+def files_containing(folder, text: str) -> list:
+    needle = text.encode()
+    return [p for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]

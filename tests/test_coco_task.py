@@ -15,6 +15,7 @@ from tasks.coco.submission import SUBMISSION_SIZE, validate_trash_submission
 from tasks.coco.synthetic import generate
 from tasks.registry import build_task
 from tests.conftest import ROOT
+from tracking.build import build_tracking
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
 from utils.config import load_config
@@ -36,7 +37,9 @@ def trash_overrides(root, cache) -> list[str]:
 
 
 def fit(cfg, run_dir, resume=None):
-    return Trainer(cfg, run_dir, setup_runtime(cfg.trainer), resume=resume, progress=False).fit()
+    """As train.py runs it: the config's tracking built by the caller and handed to the Trainer."""
+    return Trainer(cfg, run_dir, setup_runtime(cfg.trainer), resume=resume, progress=False,
+                   callbacks=build_tracking(cfg, run_dir)).fit()
 
 
 def run(script, *args):

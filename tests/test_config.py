@@ -16,7 +16,7 @@ def write(path, data):
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_configs_validate(path):
     cfg = load_config(path)
-    assert len(cfg.task.classes) == {"handbone": 29, "coco": 11}[cfg.task.format] and cfg.name == path.stem
+    assert len(cfg.task.classes) == {"handbone": 29, "coco": 11, "folders": 21}[cfg.task.format] and cfg.name == path.stem
 
 
 def test_inheritance_later_keys_override(tmp_path):

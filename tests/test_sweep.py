@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -20,9 +21,10 @@ import pytest
 from optuna.trial import TrialState
 
 from campaign import study as studies
+from campaign.plan import Campaign, duplicate_of
 from campaign.space import load_space
-from campaign.worker import Campaign, duplicate_of, run_worker
-from tests.conftest import ROOT, tiny_overrides
+from campaign.worker import run_worker
+from tests.conftest import ROOT, files_containing, tiny_overrides
 from tests.system import unavailable
 from utils.errors import ConfigError, UserError
 
@@ -136,7 +138,7 @@ def test_duplicate_grid_points_stand_down():
 def test_campaign_state_follows_retries_and_ignores_duplicates(tmp_path):
     from types import SimpleNamespace
 
-    from campaign.worker import campaign_state
+    from campaign.plan import campaign_state
 
     def trial(number, state, grid_id=None, **system):
         return SimpleNamespace(number=number, state=state, user_attrs={}, system_attrs={"grid_id": grid_id, **system})
@@ -164,8 +166,19 @@ def test_campaign_state_follows_retries_and_ignores_duplicates(tmp_path):
 def test_two_device_workers_run_each_grid_point_once_and_the_table_matches_the_runs(dataset_root, tmp_path):
     space = write(tmp_path / "space.yaml", "optimizer.lr: {grid: [1.0e-3, 2.0e-3]}\ntrainer.seed: {grid: [1, 2]}")
     out = tmp_path / "grid"
-    sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--devices", "0,1",
-          *sets(dataset_root, tmp_path / "cache"))  # one worker per GPU id; on a CPU-only machine they train on it
+    log = sweep("--config", DEMO, "--space", space, "--study", "grid", "--out", str(out), "--devices", "0,1",
+                *sets(dataset_root, tmp_path / "cache")).stdout  # one worker per GPU id; on a CPU-only machine
+    lines = log.splitlines()  # they train on it
+    for n in range(4):  # the two workers' lines interleave, each labelled with its trial
+        assert any(re.fullmatch(rf"\[trial {n}\] epoch 1/1  loss .* val Dice .*", line) for line in lines), log
+    assert not [line for line in lines if line.startswith("epoch")], log
+    progress = [line for line in lines if line.startswith("sweep grid: ")]
+    settled = [int(p.split("/")[0].removeprefix("sweep grid: ")) for p in progress]  # one line per finished trial
+    assert len(settled) == 4 and settled == sorted(settled) and settled[-1] == 4, log
+    assert re.fullmatch(r"sweep grid: 4/4 trials settled \(4 complete\), 0 running; best val_dice [0-9.]+ "
+                        r"\(trial \d\)", progress[-1]), progress
+    for n in range(4):  # finished trials keep best.pt only (the sweep's trainer.keep_last: false)
+        assert (out / f"trial-{n}" / "best.pt").is_file() and not (out / f"trial-{n}" / "last.pt").exists()
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "grid")
     assert {t.user_attrs["devices"] for t in trials} <= {"0", "1"}  # each worker sees only its own device
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4 and completed_points(trials) == [0, 1, 2, 3]
@@ -225,12 +238,17 @@ def test_killed_and_interrupted_trials_are_retried_and_the_rerun_completes_every
 # ------------------------------------------------------------------------------------------- queue, pruning
 
 
-def test_queue_drains_in_order(dataset_root, tmp_path):
+def test_queue_drains_in_order(dataset_root, tmp_path, webhook):
+    url, received = webhook
     configs = [write(tmp_path / f"{name}.yaml", f"_base_: [{DEMO}]\nname: {name}\ntrainer: {{seed: {seed}}}\n")
                for name, seed in (("first", 1), ("second", 2))]
+    with open(configs[1], "a") as f:  # a literal URL: redacted in the study, still the one the worker posts to
+        f.write(f"logging: {{notify: {{webhook: '{url}', events: [end]}}}}\n")
     out = tmp_path / "queue"
     assert sweep_main("--queue", *configs, "--study", "queue", "--out", str(out),
                       *sets(dataset_root, tmp_path / "cache")) == 0  # one worker: in this process
+    assert [m["event"] for m in received] == ["end"] and "second" in received[0]["text"]
+    assert files_containing(tmp_path, "T000-SECRET-TOKEN") == [Path(configs[1])]  # not in study.db nor the trial
     trials = trials_of(f"sqlite:///{out / 'study.db'}", "queue")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert [t.user_attrs["queue_name"] for t in trials] == configs

@@ -1,47 +1,21 @@
 """Tracking backends read back with their own readers, webhook notifications, and the secret kept out of files."""
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-import tracking
+from tests.conftest import SECRET, files_containing
+from tracking import checks
+from tracking.build import build_tracking
 from trainer.runtime import setup_runtime
 from trainer.trainer import Trainer
 from utils.errors import ConfigError
 
-SECRET = "http://127.0.0.1:{port}/hooks/T000-SECRET-TOKEN"
-
 
 def fit(cfg, run_dir):
-    return Trainer(cfg, run_dir, setup_runtime(cfg.trainer), progress=False).fit()
-
-
-@pytest.fixture
-def webhook():
-    """A Slack stand-in on 127.0.0.1: collects the JSON bodies posted to it."""
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield SECRET.format(port=server.server_port), received
-    server.shutdown()
-
-
-def files_containing(folder, text: str) -> list:
-    needle = text.encode()
-    return [p for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    """As train.py runs it: the tracking callbacks built by the caller, handed to the Trainer."""
+    return Trainer(cfg, run_dir, setup_runtime(cfg.trainer), progress=False,
+                   callbacks=build_tracking(cfg, run_dir)).fit()
 
 
 def test_backends_read_back_and_webhook(tiny_config, tmp_path, webhook, monkeypatch):
@@ -69,19 +43,20 @@ def test_backends_read_back_and_webhook(tiny_config, tmp_path, webhook, monkeypa
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name(cfg.logging.wandb_project).experiment_id])
-    assert run.info.status == "FINISHED" and run.info.run_name == f"{cfg.name}/tiny"
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny" and run.data.tags["config"] == cfg.name
     assert run.data.params["optimizer.lr"] == "0.001" and run.data.params["data.image_size"] == "64"
     history = client.get_metric_history(run.info.run_id, "val_dice")
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([r["val_dice"] for r in records])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"best.pt", "config.yaml", "overlays"} <= artifacts
+    assert {"config.yaml", "overlays"} <= artifacts and "best.pt" not in artifacts  # no second copy by default
+    assert run.data.tags["best_checkpoint"] == str((run_dir / "best.pt").resolve())
     assert len(client.list_artifacts(run.info.run_id, "overlays")) == 6
     assert run.info.artifact_uri.startswith((tmp_path / "runs" / "mlartifacts").as_uri())
 
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
-    assert received[0]["event"] == "started" and received[-1]["event"] == "finished"
-    assert "new best" in [m["event"] for m in received]
+    assert received[0]["event"] == "start" and received[-1]["event"] == "end"  # the words of logging.notify.events
+    assert "best" in [m["event"] for m in received] and "finished" in received[-1]["text"]
     assert received[-1]["best_dice"] == pytest.approx(result["best_dice"], abs=1e-4)
     assert cfg.name in received[-1]["text"] and received[-1]["epoch"] == 2
     assert files_containing(tmp_path, "T000-SECRET-TOKEN") == []
@@ -118,21 +93,26 @@ def test_crash_is_notified_with_the_last_line(tiny_config, tmp_path, webhook, mo
     monkeypatch.setattr(Trainer, "train_step", fail)
     with pytest.raises(RuntimeError):
         fit(tiny_config("logging.notify={webhook: '${TEST_HOOK_URL}', events: [crash]}"), tmp_path / "run")
-    assert [m["event"] for m in received] == ["crashed"]
+    assert [m["event"] for m in received] == ["crash"]
     assert received[0]["error"] == "RuntimeError: out of memory" and "out of memory" in received[0]["text"]
 
 
-def test_missing_package_fails_before_any_work(tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setitem(tracking.BACKENDS, "wandb", ("tracking.wandb_backend", "WandbBackend", "no_such_package_x"))
+def test_missing_package_fails_before_any_work(dataset_root, tmp_path, monkeypatch):
+    import train
+    from tests.conftest import ROOT, tiny_overrides
+
+    monkeypatch.setitem(checks.BACKENDS, "wandb", ("tracking.wandb_backend", "WandbBackend", "no_such_package_x"))
+    sets = [a for item in tiny_overrides(dataset_root, tmp_path / "cache") + ["logging.backends=[wandb]"]
+            for a in ("--set", item)]
     with pytest.raises(ConfigError, match=r"logging\.backends: wandb needs the no_such_package_x package"):
-        fit(tiny_config("logging.backends=[wandb]"), tmp_path / "run")
+        train.main(["--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(tmp_path / "run"), *sets])
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
 def test_backends_only_on_rank_zero(tiny_config, tmp_path):
     cfg = tiny_config("logging.backends=[tensorboard, mlflow]")
-    assert tracking.build_tracking(cfg, tmp_path, is_main=False) == []
-    assert [b.name for b in tracking.build_tracking(cfg, tmp_path, is_main=True)] == ["tensorboard", "mlflow"]
+    assert build_tracking(cfg, tmp_path, is_main=False) == []
+    assert [b.name for b in build_tracking(cfg, tmp_path, is_main=True)] == ["tensorboard", "mlflow"]
 
 
 def test_unset_webhook_variable_is_a_config_error(tiny_config, tmp_path, monkeypatch):

@@ -3,6 +3,8 @@
 with the run's artifacts at the end. A backend only says how to send them."""
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,32 @@ def flat_params(cfg: Config) -> dict[str, str]:
     return out
 
 
-def run_name(cfg: Config, run_dir: Path) -> str:
-    """The config's name, with the run folder when it differs (k-fold: `demo/fold2`)."""
-    return cfg.name if run_dir.name == cfg.name else f"{cfg.name}/{run_dir.name}"
+@dataclass(frozen=True)
+class RunIdentity:
+    """Where a run sits among the others: its name (its folder's path below the runs folder: `demo`,
+    `demo_kfold/fold0`, `demo-losses/trial-3`), the runs folder (home of the default MLflow store) and its group
+    (a k-fold run or a study; None for a single run)."""
+    name: str
+    runs_root: Path
+    group: str | None = None
+
+    @classmethod
+    def of(cls, run_dir: Path, runs_root: Path | None = None, group: str | None = None) -> RunIdentity:
+        """Default runs folder: the run folder's parent, or for a fold folder of a k-fold run (`<run>/fold<k>`,
+        trainer/kfold.py's layout, e.g. resumed on its own) its run's parent, the run then being its group."""
+        run_dir = run_dir.resolve()
+        if runs_root is None and re.fullmatch(r"fold\d+", run_dir.name):
+            runs_root, group = run_dir.parent.parent, group or run_dir.parent.name
+        root = run_dir.parent if runs_root is None else runs_root.resolve()
+        try:
+            name = run_dir.relative_to(root).as_posix()
+        except ValueError:  # a run outside the runs folder: its own folder's name
+            name = run_dir.name
+        return cls(name or run_dir.name, root, group)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {} if self.group is None else {"group": self.group}
 
 
 SCORES = ("dice", "miou")  # the record keys of the task modes (trainer/modes.py): val_<m>, best_<m>, per class
@@ -50,8 +75,8 @@ def epoch_metrics(record: dict) -> dict[str, float]:
 class Backend(Callback):
     name = "backend"
 
-    def __init__(self, cfg: Config, run_dir: Path, images: ValidationImages):
-        self.cfg, self.run_dir, self.images = cfg, Path(run_dir), images
+    def __init__(self, cfg: Config, run_dir: Path, images: ValidationImages, identity: RunIdentity):
+        self.cfg, self.run_dir, self.images, self.identity = cfg, Path(run_dir), images, identity
 
     # what a backend implements
     def open(self, params: dict[str, str]) -> None: ...

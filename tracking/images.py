@@ -42,8 +42,10 @@ class ValidationImages:
             image = cache.image(i)
             if trainer.mode.label_kind == "map":  # one label per pixel: argmax label maps, errors in red
                 pred = trainer.mode.labels([(p, 1.0)], image.shape[:2]).cpu().numpy()
-                out[f"val/{cache.keys[i]}"] = label_overlay(image, np.asarray(cache.labels(i)), pred)
+                out[f"val/{cache.keys[i]}"] = label_overlay(image, np.asarray(cache.labels(i)), pred,
+                                                               len(trainer.classes))
                 continue
             pred = (to_full_size(p, image.shape) > trainer.cfg.trainer.threshold).cpu().numpy()
-            out[f"val/{cache.keys[i]}"] = overlay_row(np.asarray(image), cache.mask(i).astype(bool), pred)
+            out[f"val/{cache.keys[i]}"] = overlay_row(np.asarray(image), cache.mask(i).astype(bool), pred,
+                                                      classes=trainer.classes)
         return out

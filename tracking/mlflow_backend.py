@@ -1,6 +1,8 @@
-"""MLflow: a local SQLite store beside the runs by default (`mlflow ui --backend-store-uri sqlite:///runs/mlflow.db`
-shows every run with no server to start), or `logging.mlflow_uri` / $MLFLOW_TRACKING_URI for a team server.
-best.pt and config.yaml are logged as artifacts at the end."""
+"""MLflow: a local SQLite store in the runs folder by default (`mlflow ui --backend-store-uri sqlite:///runs/mlflow.db`
+shows every run, single, k-fold or sweep trial, with no server to start), or `logging.mlflow_uri` /
+$MLFLOW_TRACKING_URI for a team server. config.yaml is logged as an artifact at the end; best.pt too with
+`logging.mlflow_log_checkpoint: true`, else only its path (tag `best_checkpoint`), so the store does not hold a
+second copy of every checkpoint."""
 from __future__ import annotations
 
 import os
@@ -12,17 +14,17 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from tracking.backend import Backend, run_name
+from tracking.backend import Backend
 
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a parameter value
 
 
-def tracking_uri(mlflow_uri: str | None, run_dir) -> str:
+def tracking_uri(mlflow_uri: str | None, runs_root: Path) -> str:
     if mlflow_uri:
         return mlflow_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{(run_dir.resolve().parent / 'mlflow.db').as_posix()}"
+    return f"sqlite:///{(runs_root / 'mlflow.db').as_posix()}"
 
 
 def artifact_location(uri: str) -> str | None:
@@ -37,13 +39,13 @@ class MlflowBackend(Backend):
     name = "mlflow"
 
     def open(self, params: dict[str, str]) -> None:
-        uri = tracking_uri(self.cfg.logging.mlflow_uri, self.run_dir)
+        uri = tracking_uri(self.cfg.logging.mlflow_uri, self.identity.runs_root)
         self.client = MlflowClient(uri)
         experiment = self.client.get_experiment_by_name(self.cfg.logging.wandb_project)
         experiment_id = (experiment.experiment_id if experiment is not None
                          else self.client.create_experiment(self.cfg.logging.wandb_project, artifact_location(uri)))
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name(self.cfg, self.run_dir),
-                                             tags={"run_dir": str(self.run_dir.resolve())}).info.run_id
+        tags = {"run_dir": str(self.run_dir.resolve()), "config": self.cfg.name, **self.identity.tags}
+        self.run_id = self.client.create_run(experiment_id, run_name=self.identity.name, tags=tags).info.run_id
         items = [Param(k, v[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
@@ -58,9 +60,13 @@ class MlflowBackend(Backend):
 
     def close(self, summary: dict, failed: bool) -> None:
         if not failed:
-            for name in ("best.pt", "config.yaml"):
-                if (self.run_dir / name).is_file():
-                    self.client.log_artifact(self.run_id, str(self.run_dir / name))
+            best = self.run_dir / "best.pt"
+            if best.is_file() and self.cfg.logging.mlflow_log_checkpoint:
+                self.client.log_artifact(self.run_id, str(best))
+            elif best.is_file():
+                self.client.set_tag(self.run_id, "best_checkpoint", str(best.resolve()))
+            if (self.run_dir / "config.yaml").is_file():
+                self.client.log_artifact(self.run_id, str(self.run_dir / "config.yaml"))
         for key in (k for k in summary if k.startswith("best_")):  # best_dice or best_miou, by the task mode
             self.client.set_tag(self.run_id, key, f"{summary[key]:.6f}")
         self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")

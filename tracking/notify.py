@@ -20,6 +20,8 @@ from utils.config import REDACTED, NotifyConfig
 from utils.errors import ConfigError
 
 TIMEOUT_S = 5.0
+# the payload's `event` is the name in logging.notify.events; the message text says it in words
+EVENT_WORDS = {"start": "started", "end": "finished", "crash": "crashed", "best": "new best"}
 
 
 def resolve_webhook(webhook: str) -> str | None:
@@ -51,21 +53,21 @@ class Notifier(Callback):
         self.started = time.time()
         self.thread.start()
         if "start" in self.events:
-            self._send(trainer, "started", epoch=trainer.start_epoch)
+            self._send(trainer, "start", epoch=trainer.start_epoch)
 
     def on_best(self, trainer, record: dict) -> None:
         if "best" in self.events:
-            self._send(trainer, "new best", epoch=record["epoch"])
+            self._send(trainer, "best", epoch=record["epoch"])
 
     def on_end(self, trainer, result: dict) -> None:
         if "end" in self.events:
-            self._send(trainer, "finished", epoch=result["epochs"])
+            self._send(trainer, "end", epoch=result["epochs"])
         self._finish()
 
     def on_crash(self, trainer, error: BaseException) -> None:
         if "crash" in self.events:
             lines = str(error).strip().splitlines() or [""]
-            self._send(trainer, "crashed", error=f"{type(error).__name__}: {lines[-1]}")
+            self._send(trainer, "crash", error=f"{type(error).__name__}: {lines[-1]}")
         self._finish()
 
     def _send(self, trainer, event: str, epoch: int | None = None, error: str | None = None) -> None:
@@ -73,7 +75,7 @@ class Notifier(Callback):
         fields = {"run": trainer.run_dir.name, "config": self.config_name, "event": event, "epoch": epoch,
                   f"best_{trainer.mode.metric}": None if best is None else round(best, 4),
                   "wall_time_s": round(time.time() - self.started, 1), "error": error}
-        text = f"*{trainer.run_dir.name}* ({self.config_name}) {event}"
+        text = f"*{trainer.run_dir.name}* ({self.config_name}) {EVENT_WORDS[event]}"
         if epoch is not None:
             text += f" at epoch {epoch}/{trainer.cfg.trainer.epochs}"
         if best is not None:

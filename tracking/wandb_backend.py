@@ -8,7 +8,7 @@ import os
 import numpy as np
 import wandb
 
-from tracking.backend import Backend, run_name
+from tracking.backend import Backend
 from utils.config import secret_values
 
 
@@ -29,8 +29,9 @@ class WandbBackend(Backend):
         # wandb records the command line (sys.argv) with the system metadata: a webhook URL given with --set would
         # be saved in the run file; without a literal secret in the config the metadata is kept (params are redacted)
         settings = wandb.Settings(x_disable_meta=bool(secret_values(self.cfg)))
-        self.run = wandb.init(project=self.cfg.logging.wandb_project, name=run_name(self.cfg, self.run_dir),
-                              config=params, dir=str(self.run_dir), mode=mode, reinit="create_new", settings=settings)
+        self.run = wandb.init(project=self.cfg.logging.wandb_project, name=self.identity.name,
+                              group=self.identity.group, config=params, dir=str(self.run_dir), mode=mode,
+                              reinit="create_new", settings=settings)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)

@@ -50,6 +50,19 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def nothing_left(state: dict, epochs: int, patience: int | None) -> str | None:
+    """Why the run of a last.pt has nothing left to train (all `epochs` done, or stopped early by `patience`
+    validations without improvement), or None when it has."""
+    done = state["epoch"] + 1
+    if done >= epochs:
+        return f"the run already finished its {epochs} epoch{'s' if epochs != 1 else ''}"
+    stale = state.get("stale_validations", 0)
+    if patience is not None and stale >= patience:
+        return (f"the run stopped early after epoch {done} of {epochs} (no improvement in {stale} validations; "
+                f"--set trainer.early_stop_patience={stale + 1} or more goes on)")
+    return None
+
+
 # What every reader of a checkpoint takes for granted (train.py --resume, inference, ensembles, analyze.py), checked
 # once here so that a hand-edited or foreign file is one line naming the key instead of an AttributeError later.
 _KEY_TYPES = {"model": dict, "averaged": dict, "config": dict, "classes": list, "optimizer": dict, "schedule": dict,

@@ -24,6 +24,7 @@ from data.dataset import image_tensor
 from models.factory import build_model
 from models.onnx_model import OnnxNetwork, check_config_fits, read_onnx_info
 from modes.fullsize import FullSizeProbs
+from modes.postprocess import Postprocess
 from tasks.registry import Task, build_task
 from trainer.checkpoint import check_finite, load_checkpoint
 from trainer.predictor import Predictor
@@ -264,20 +265,26 @@ def iter_full_size_probs(members: list, samples: list, runtime: Runtime, read_im
 
 def write_submission(members: list, task: Task, data_root: str | Path, out: str | Path, runtime: Runtime,
                      thresholds: torch.Tensor | None = None, save_probs: str | Path | None = None,
-                     save_masks: str | Path | None = None, num_workers: int = 2, progress: bool = True) -> int:
+                     save_masks: str | Path | None = None, num_workers: int = 2, progress: bool = True,
+                     postprocess: dict | None = None) -> int:
     """Predict every test image with the weighted members and write the task's submission; returns the number of
-    images. `thresholds`: per class (multilabel); DenseCRF follows the first model's predict.crf."""
+    images. `thresholds`: per class (multilabel); DenseCRF follows the first model's predict.crf; `postprocess`
+    ({class or 'all': PostprocessOps}, as predict.postprocess) defaults to the first model's predict.postprocess."""
     classes = check_members(members, task.classes)
     samples = task.submission.test_samples(data_root)
     crf = next((m.cfg.predict.crf for m in members if isinstance(m, ModelMember)), None)
+    if postprocess is None:
+        postprocess = next((m.cfg.predict.postprocess for m in members if isinstance(m, ModelMember)), None)
+    cleanup = Postprocess.build(postprocess, classes, multiclass=task.mode.label_kind == "map")
     if save_probs is not None:
         save_probs = Path(save_probs)
         try:
             save_probs.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(save_probs, e) from None
+    extra = {} if cleanup is None else {"postprocess": cleanup}  # a writer without post-processing needs no argument
     writer = task.submission.writer(out, thresholds=thresholds, crf=crf, save_masks=save_masks,
-                                    read_image=task.layout.read_image)
+                                    read_image=task.layout.read_image, **extra)
     with writer, _Background(writer.write) as background:
         for sample, probs in iter_full_size_probs(members, samples, runtime, task.layout.read_image, num_workers,
                                                   progress, save_probs):

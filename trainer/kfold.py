@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from trainer.callbacks import Callback
 from trainer.runtime import Runtime
 from trainer.trainer import Trainer, format_class_table
 from utils.config import Config
@@ -31,13 +33,17 @@ def parse_folds(spec: str, n_splits: int, split: str = "kfold") -> list[int]:
     return sorted(set(folds))
 
 
-def train_folds(cfg: Config, run_dir: Path, folds: list[int], runtime: Runtime, progress: bool = True) -> dict:
+def train_folds(cfg: Config, run_dir: Path, folds: list[int], runtime: Runtime, progress: bool = True,
+                callbacks_for: Callable[[Config, Path], Iterable[Callback]] | None = None) -> dict:
+    """`callbacks_for(fold config, fold folder)` gives each fold's observers (the entry script's tracking)."""
     results = {}
     for k in folds:
         fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=k))
         if runtime.is_main:
             print(f"=== fold {k} ({folds.index(k) + 1} of {len(folds)})")
-        outcome = Trainer(fold_cfg, run_dir / f"fold{k}", runtime, progress=progress).fit()
+        fold_dir = run_dir / f"fold{k}"
+        callbacks = callbacks_for(fold_cfg, fold_dir) if callbacks_for is not None else ()
+        outcome = Trainer(fold_cfg, fold_dir, runtime, progress=progress, callbacks=callbacks).fit()
         record = outcome["best_record"] or {}
         m = outcome["metric"]  # dice (multilabel) or miou (multiclass)
         results[k] = {f"val_{m}": outcome["best_score"], "per_class": record.get(f"val_{m}_per_class", {}),

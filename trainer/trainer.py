@@ -19,7 +19,6 @@ from losses.factory import build_loss
 from models.factory import build_model
 from schedulers.factory import Schedule
 from tasks.registry import build_task
-from tracking import build_tracking
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
 from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
@@ -51,7 +50,6 @@ class Trainer:
         self.task = build_task(cfg)  # layout, mode and submission, checked before any data work
         self.classes = list(cfg.task.classes)
         self.mode = self.task.mode  # activation, loss mode, metric: the trainer never tests the mode
-        tracking = build_tracking(cfg, self.run_dir, runtime.is_main)  # a missing package fails before any work
         seed_everything(cfg.trainer.seed)
         check_optimizer(cfg.optimizer)  # a wrong optimizer keyword fails before the data is cached
         model = build_model(cfg.model, len(self.classes)).to(runtime.device)  # a misfit fails before the data work
@@ -68,11 +66,12 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.train_loader) / cfg.trainer.accumulate)
         self.schedule = Schedule(self.optimizer, cfg.scheduler, steps_per_epoch, cfg.trainer.epochs)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype is torch.float16)
-        self.loss_fn = build_loss(cfg.loss, self.mode.loss_mode)
+        self.loss_fn = build_loss(cfg.loss, self.mode.loss_mode, self.task.ignore_index)  # void left out
         self.averager = None if cfg.averaging.mode == "off" else WeightAverager(cfg.averaging, model, self.optimizer,
                                                                                 cfg.trainer.epochs)
 
         self.start_epoch, self.best_score, self.stale_validations, self.best_record = 0, -1.0, 0, None
+        self.saved_epoch: int | None = None  # the epoch (1-based) that last.pt holds, for the Ctrl-C message
         self.last_extra: dict = {}  # the mode's further validation numbers (multiclass: pixel accuracy)
         self.nonfinite_run, self.nonfinite_epoch, self._window_finite = 0, 0, True  # NaN/inf guard (train_step)
         self._position = (0, 0)  # (epoch, batch) of the current step, for error messages
@@ -90,7 +89,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.logger = RunLogger(self.run_dir, enabled=runtime.is_main)
-        self.callbacks = CallbackList([*callbacks, *tracking])
+        self.callbacks = CallbackList(callbacks)  # tracking backends come from the caller (tracking.build_tracking)
 
     # ------------------------------------------------------------------------------------------- data
 
@@ -156,15 +155,27 @@ class Trainer:
         try:
             self._emit("on_start")
             result = self._fit_epochs()
+        except KeyboardInterrupt as e:
+            self._emit("on_crash", e)
+            raise KeyboardInterrupt(self._interrupted()) from None
         except BaseException as e:
             self._emit("on_crash", e)
             raise
+        if not cfg.trainer.keep_last and self.runtime.is_main:  # kept while training, for a resume after a crash
+            (self.run_dir / "last.pt").unlink(missing_ok=True)
         self._emit("on_end", result)
         return result
 
+    def _interrupted(self) -> str:
+        """What a Ctrl-C leaves behind and how to go on from it."""
+        last = self.run_dir / "last.pt"
+        if self.saved_epoch is None or not last.is_file():
+            return f"no checkpoint yet in {self.run_dir} (the first epoch had not ended)"
+        return (f"{last} kept (epoch {self.saved_epoch}); continue with: python train.py --resume {last}")
+
     def _fit_epochs(self) -> dict:
         t = self.cfg.trainer
-        epoch = self.start_epoch
+        epoch = self.start_epoch - 1  # the last epoch run (0-based), also when none is left to run
         stopped_early, stopped_by = False, None
         for epoch in range(self.start_epoch, t.epochs):
             started = time.time()
@@ -198,6 +209,7 @@ class Trainer:
                 if improved:
                     save_checkpoint(inference_state(state), self.run_dir / "best.pt")
                 save_checkpoint(state, self.run_dir / "last.pt")
+                self.saved_epoch = epoch + 1
             self._log(record)
             if self.runtime.is_main:
                 self._report(record, per_class)
@@ -413,14 +425,15 @@ class Trainer:
                 raise UserError(f"{path}: the config asks for averaging.mode={self.cfg.averaging.mode} but the "
                                 f"checkpoint holds no averaged weights")
             self.averager.load_state_dict(state["averager"])
-        self.start_epoch = state["epoch"] + 1
+        self.start_epoch = self.saved_epoch = state["epoch"] + 1
         self.best_score = state["best_score"]
         self.stale_validations = state["stale_validations"]
         self.best_record = state.get("best_record")
         if self.runtime.is_main:
             truncate_metrics(self.run_dir, self.start_epoch)
-            print(f"resumed from {path} at epoch {self.start_epoch + 1} (best {self.mode.metric_title} so far "
-                  f"{self.best_score:.4f})")
+            best = (f"best {self.mode.metric_title} so far {self.best_score:.4f}" if self.best_score >= 0
+                    else "not validated yet")
+            print(f"resumed from {path} after epoch {self.start_epoch} of {self.cfg.trainer.epochs} ({best})")
 
     def _report(self, record: dict, per_class: list[float] | None) -> None:
         line = (f"epoch {record['epoch']}/{self.cfg.trainer.epochs}  loss {record['train_loss']:.4f}  "
@@ -428,8 +441,9 @@ class Trainer:
         m = self.mode.metric
         if record[f"val_{m}"] is not None:
             line += f"  val {self.mode.metric_title} {record[f'val_{m}']:.4f}  best {record[f'best_{m}']:.4f}"
-            if "val_pixel_accuracy" in record:
-                line += f"  pixel accuracy {record['val_pixel_accuracy']:.4f}"
+            for key, title in self.mode.extras:  # multiclass: pixel accuracy; binary: IoU
+                if record.get(f"val_{key}") is not None:
+                    line += f"  {title} {record[f'val_{key}']:.4f}"
         print(line + f"  ({record['seconds']:.0f}s)", flush=True)
         if per_class is not None:
             print(self.mode.format_table(self.classes, per_class), flush=True)

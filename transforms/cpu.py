@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import random
 import re
 import warnings
 from typing import Any
 
 import albumentations as A
 import numpy as np
+import torch
 from albumentations.core.transforms_interface import BasicTransform
 
 from transforms.sobel import Sobel
@@ -148,6 +150,10 @@ def apply_cpu_transforms(
     """
     if compose is None:
         return image, mask
+    # albumentations 2 draws from its own generator, seeded from the OS unless told: seed it from torch's, which
+    # seed_everything and the DataLoader workers seed per epoch and worker, so that a run is reproducible
+    seed = int(torch.randint(0, 2**63 - 1, ()))
+    compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
     out = compose(image=image) if mask is None else compose(image=image, mask=mask)
     image_out, mask_out = out["image"], out.get("mask")
     if image_out.ndim == 3 and image_out.shape[-1] == 1:

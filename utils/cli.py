@@ -1,8 +1,11 @@
-"""What every entry script shares: `--config/--set` arguments and one-line errors instead of tracebacks."""
+"""What every entry script shares: `--config/--set` arguments, argument checks that run before the heavy
+libraries load (importing torch and the model libraries costs seconds of CPU: a wrong path should not), and
+one-line errors instead of tracebacks."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from utils.errors import UserError
 
@@ -11,6 +14,26 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
     parser.add_argument("--config", required=required, help="YAML config (may inherit others via _base_)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value (parsed as YAML); repeatable, e.g. --set optimizer.lr=3e-4")
+
+
+def require_file(path, what: str) -> None:
+    """A file argument (checkpoint, config, CSV) must exist; None (not given) passes."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder, expected a {what}")
+    if not Path(path).is_file():
+        raise UserError(f"{path}: {what} not found")
+
+
+def require_dir(path, what: str) -> None:
+    """A folder argument (data root, run folder) must exist; None (not given) passes."""
+    if path is None:
+        return
+    if not Path(path).exists():
+        raise UserError(f"{path}: {what} not found")
+    if not Path(path).is_dir():
+        raise UserError(f"{path}: is a file, expected a {what}")
 
 
 def check_threshold(value, where: str) -> float:
@@ -46,6 +69,6 @@ def run_main(main) -> None:
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # the trainer's message says what was kept and how to go on
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         sys.exit(130)

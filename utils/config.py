@@ -24,15 +24,39 @@ from utils.files import os_reason, write_text_atomic
 
 
 @dataclass
+class FoldersConfig:
+    """Image and mask folders (`task.format: folders`, tasks/folders/). A key left null takes the preset's value,
+    else the default named beside it; paths are relative to data.root, `{split}` in them is a split's name."""
+    preset: Literal["voc", "mmseg"] | None = None  # voc: Pascal VOC 2012's folders and lists; mmseg: img_dir/ann_dir
+    images: str | None = None  # default images
+    masks: str | None = None  # default masks (multilabel: masks/<class>/<stem>.png)
+    image_suffix: str | None = None  # the end of an image's name after its stem; null: .png .jpg .jpeg .bmp .tif .tiff
+    mask_suffix: str | None = None  # default .png
+    split_lists: str | None = None  # a folder of <split>.txt, one stem per line; null: none
+    train_split: str | None = None  # default train
+    val_split: str | None = None  # default val
+    test_split: str | None = None  # default test
+    channels: Literal[1, 3] = 3  # images read as grayscale (1) or RGB (3)
+    palette: list[list[int]] | None = None  # [r, g, b] per class: reads RGB masks, writes palette PNGs
+    void_color: list[int] | None = None  # [r, g, b] of task.ignore_index in RGB masks (voc: [224, 224, 192])
+
+
+@dataclass
 class TaskConfig:
     """What is segmented: nothing below data/ hard-codes the classes."""
     classes: list[str] = field(default_factory=list)
-    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU (modes/)
-    mode: Literal["multilabel", "multiclass"] = "multilabel"
-    # the on-disk layout (tasks/): handbone, coco, or your own as "package.module:Name" / "path/file.py:Name"
+    # multilabel: sigmoid per class, Dice; multiclass: softmax, one label per pixel, mIoU; binary: one foreground
+    # class, sigmoid, foreground Dice and IoU (modes/)
+    mode: Literal["multilabel", "multiclass", "binary"] = "multilabel"
+    # the on-disk layout (tasks/): handbone, coco, folders, or your own as "package.module:Name" / "path/file.py:Name"
     format: str = "handbone"
-    # the submission file (tasks/): handbone, trash, or a plug-in; null: the layout's own (handbone, coco -> trash)
+    # the submission (tasks/): handbone, trash, masks, or a plug-in; null: the layout's own (coco -> trash,
+    # folders -> masks)
     submission: str | None = None
+    # void in label maps (layouts that hold it: folders in multiclass mode): left out of the losses, the metric,
+    # copy-paste and oversampling; null: no void (any value that is not a class is an error)
+    ignore_index: int | None = 255
+    folders: FoldersConfig | None = None  # task.format folders: its folders, suffixes and split lists
     params: dict = field(default_factory=dict)  # keyword settings of a plug-in layout (read by it, not here)
 
 
@@ -151,6 +175,9 @@ class TrainerConfig:
     threshold: float = 0.5
     ddp_find_unused_parameters: bool = False  # under torchrun, when some layers get no gradient (encoder_depth < 5)
     max_nonfinite_steps: int = 25  # consecutive NaN/inf losses (each step skipped) before training stops with an error
+    # false: last.pt is written every epoch (a crash or Ctrl-C can resume) and deleted when the run ends normally,
+    # leaving best.pt only (sweep trials default to false)
+    keep_last: bool = True
 
 
 @dataclass
@@ -175,6 +202,14 @@ class CrfConfig:
 
 
 @dataclass
+class PostprocessOps:
+    """One class's post-processing of its predicted mask at inference (modes/postprocess.py)."""
+    largest_component: bool = False  # keep only the largest connected component (8-connected)
+    min_size: int = 0  # remove connected components smaller than this many pixels (at the image's own size)
+    fill_holes: bool = False  # fill the background regions the mask encloses
+
+
+@dataclass
 class PredictConfig:
     """How a model sees a full image, shared by validation, inference and ensembles."""
     mode: Literal["resize", "sliding"] = "resize"
@@ -183,6 +218,8 @@ class PredictConfig:
     tta: Literal["none", "hflip"] = "none"
     batch_size: int = 4
     crf: CrfConfig | None = None  # multiclass: refine the test predictions with DenseCRF
+    # {class name or 'all': operations}: a class's own entry replaces 'all'; multiclass: object classes only
+    postprocess: dict[str, PostprocessOps] = field(default_factory=dict)
 
 
 @dataclass
@@ -200,6 +237,7 @@ class LoggingConfig:
     mlflow_uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<run dir's parent>/mlflow.db
     wandb_project: str = "hand-bone-segmentation"  # wandb project and MLflow experiment name
     wandb_mode: Literal["online", "offline"] | None = None  # null: online when a key is configured, else offline
+    mlflow_log_checkpoint: bool = False  # copy best.pt into the MLflow store (false: its path, tag best_checkpoint)
     notify: NotifyConfig | None = None
 
 
@@ -468,6 +506,8 @@ def _check(tp, value, path: str):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if origin is Literal:
+        if isinstance(value, bool):
+            value = _yaml_word(value, args, path)
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
@@ -478,6 +518,11 @@ def _check(tp, value, path: str):
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {_type_name(value)}")
+        if args and dataclasses.is_dataclass(args[1]):  # a mapping of typed sections (predict.postprocess)
+            bad = next((k for k in value if not isinstance(k, str)), None)
+            if bad is not None:
+                raise ConfigError(f"{path}: keys must be names, got {_type_name(bad)}")
+            return {k: _build(args[1], v, f"{path}.{k}") for k, v in value.items()}
         _check_finite_tree(value, path)
         return dict(value)
     if tp is bool:
@@ -499,6 +544,19 @@ def _check(tp, value, path: str):
             raise ConfigError(f"{path}: expected a string, got {_type_name(value)}")
         return value
     raise TypeError(f"unsupported schema type {tp} at {path}")  # a bug in the schema, not user input
+
+
+_BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+
+
+def _yaml_word(value: bool, choices: tuple, path: str) -> str:
+    """YAML 1.1 reads off/no/false (on/yes/true) as a bool: give back the choice it was written as (`trainer.amp:
+    off`, also from --set); a bool for a key without such a choice is an error listing the choices."""
+    words = [c for c in choices if c in _BOOL_WORDS[value]]
+    if len(words) != 1:
+        raise ConfigError(f"{path}: {str(value).lower()} (YAML reads {'/'.join(_BOOL_WORDS[value])} as "
+                          f"{str(value).lower()}) is not one of {', '.join(map(repr, choices))}")
+    return words[0]
 
 
 def _check_finite_tree(value, path: str) -> None:
@@ -525,6 +583,7 @@ def _check_semantics(cfg: Config) -> None:
     if len(set(classes)) != len(classes):
         dup = next(c for c in classes if classes.count(c) > 1)
         raise ConfigError(f"task.classes: class {dup!r} is listed twice")
+    _check_task(cfg.task)
     d = cfg.data
     if d.n_splits < 2:
         raise ConfigError(f"data.n_splits: must be at least 2, got {d.n_splits}")
@@ -560,6 +619,7 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("logging.notify.webhook: give the URL, or ${ENV_VAR} naming a variable that holds it")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr: must be positive, got {cfg.optimizer.lr}")
+    check_postprocess(cfg.predict.postprocess, classes, cfg.task.mode == "multiclass", "predict.postprocess")
     _check_ranges(cfg)
 
 
@@ -609,6 +669,40 @@ def _check_optimizer_params(opt: OptimizerConfig) -> None:
     if "betas" in opt.params and (not isinstance(betas, list) or len(betas) != 2 or not all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)):
         raise ConfigError(f"optimizer.params.betas: expected two numbers in [0, 1), got {betas!r}")
+
+
+def _check_task(task: TaskConfig) -> None:
+    """Void must be a uint8 value that no class uses; task.folders belongs to the folders layout."""
+    if task.ignore_index is not None:
+        if not 0 <= task.ignore_index <= 255:
+            raise ConfigError(f"task.ignore_index: label maps are 8-bit, so void must be in 0..255 (or null), got "
+                              f"{task.ignore_index}")
+        if task.mode == "multiclass" and task.ignore_index < len(task.classes):
+            raise ConfigError(f"task.ignore_index: {task.ignore_index} is the label of class "
+                              f"{task.classes[task.ignore_index]!r}; void needs a value no class uses (e.g. 255)")
+    if task.folders is not None and task.format != "folders":
+        raise ConfigError(f"task.folders: read by task.format folders only, not {task.format!r}; remove it")
+
+
+def parse_section(tp, raw, key: str, source: str):
+    """A piece of config read from another file (a selection plan's `crf`, `postprocess`), checked by this schema
+    as the key `key` would be: `tp` is its type, e.g. dict[str, PostprocessOps]; errors name `source`."""
+    try:
+        return _check(tp, raw, key)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def check_postprocess(spec: dict[str, PostprocessOps], classes: list[str], multiclass: bool, where: str) -> None:
+    """Keys are class names or 'all'; the multiclass background is what removed pixels become, never processed."""
+    for key, ops in spec.items():
+        if key != "all" and key not in classes:
+            raise ConfigError(f"{where}: unknown class {key!r}{_did_you_mean(key, ['all', *classes], '')}")
+        if multiclass and key == classes[0]:
+            raise ConfigError(f"{where}.{key}: the background ({key!r}) is what removed pixels become; post-process "
+                              "the object classes")
+        if ops.min_size < 0:
+            raise ConfigError(f"{where}.{key}.min_size: must be >= 0, got {ops.min_size}")
 
 
 def _check_classes(cfg: Config) -> None:

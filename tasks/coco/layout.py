@@ -12,8 +12,9 @@ import torch
 from data.splits import stratified_kfold
 from modes.multiclass import dense_probs
 from tasks.coco import pseudo, synthetic
-from tasks.coco.reader import class_presence, label_map, read_coco, split_path
+from tasks.coco.reader import check_header_sizes, class_presence, label_map, read_coco, size_error, split_path
 from utils.errors import DataError, UserError
+from utils.files import check_output_folder
 from utils.images import read_rgb, resize_image
 
 
@@ -21,6 +22,8 @@ class CocoLayout:
     name = "coco"
     channels = 3
     label_kind = "map"  # one uint8 label map: the multiclass mode's targets
+    modes = ("multiclass",)  # the task modes it can feed
+    ignore_index = None  # every pixel is a class (unannotated ones the background)
     splits = ("kfold", "files")
     submission = "trash"
 
@@ -61,9 +64,11 @@ class CocoLayout:
         return read_coco(path, data.root, self.classes).samples
 
     def test_samples(self, root) -> list:
+        """test.json's images, each on disk once and of the size test.json gives (read from the headers)."""
         samples = read_coco(split_path(root, "test"), root, self.classes, labelled=False).samples
         if not samples:
             raise DataError(f"{split_path(root, 'test')}: lists no images")
+        check_header_sizes(samples)
         return samples
 
     def read_image(self, path: Path) -> np.ndarray:
@@ -74,8 +79,7 @@ class CocoLayout:
         image = read_rgb(sample.image)
         orig_hw = image.shape[:2]
         if orig_hw != (sample.height, sample.width):
-            raise DataError(f"{sample.image}: is {orig_hw[1]}x{orig_hw[0]}, its JSON says "
-                            f"{sample.width}x{sample.height} (image {sample.image_id})")
+            raise size_error(sample, orig_hw)
         image = resize_image(image, size)
         if sample.annotation is None:
             return image, None, orig_hw, []
@@ -99,6 +103,7 @@ class CocoLayout:
     def check_pseudo_out(self, out) -> Path:
         """The --out of pseudo_label.py (a new COCO JSON file), checked before any model is loaded."""
         out = Path(out)
+        check_output_folder(out.parent)
         if out.exists() or out.is_symlink():
             raise UserError(f"{out}: already exists; choose a new file for the pseudo-labels")
         return out

@@ -6,7 +6,8 @@ competition's schema, whose `file_name`s stay relative to the data root; train o
   its outer contour as a polygon that COCO's rasterization fills back into exactly the component's pixels (holes
   are filled; they lie under smaller objects or are background). Area and bbox are the component's.
 - Confidence of an image: the mean over pixels of the winning class's probability, in [1/C, 1].
-- Written atomically (temporary name, then rename); an existing file is refused.
+- Written atomically (temporary name, then rename); an existing file is refused; a failed write (a full or
+  read-only disk, a file where a folder belongs) is one line naming the file.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError
-from utils.files import write_text_atomic
+from utils.files import make_folder, write_text_atomic
 
 
 def label_map_polygons(labels: np.ndarray, num_classes: int) -> list[tuple[int, list[float], int, list[int]]]:
@@ -86,7 +87,7 @@ def write_pseudo_coco(predictions: Iterable, out: str | Path, classes: list[str]
     data = {"info": {"description": "pseudo-labels", **info}, "licenses": [], "images": images,
             "categories": [{"id": i, "name": name, "supercategory": name} for i, name in enumerate(classes) if i],
             "annotations": annotations, "confidences": report.confidences}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     write_text_atomic(out, json.dumps(data))
     report.written = True
     return report

@@ -17,10 +17,18 @@ import numpy as np
 import torch
 
 from modes.crf import dense_crf
-from modes.multiclass import dense_probs
-from tasks.coco.reader import read_coco_json, split_path
+from modes.multiclass import argmax_labels, dense_probs
+from tasks.coco.reader import check_file_name, read_coco_json, size_error, split_path
 from utils.csvfile import csv_rows
 from utils.errors import DataError, UserError
+from utils.files import (
+    atomic_folder,
+    check_output_file,
+    make_folder,
+    remove_stale_temps,
+    write_bytes_atomic,
+    write_error,
+)
 
 HEADER = ("image_id", "PredictionString")
 SUBMISSION_SIZE = 256
@@ -34,8 +42,18 @@ def to_submission_size(labels: np.ndarray) -> np.ndarray:
     return cv2.resize(labels, (SUBMISSION_SIZE, SUBMISSION_SIZE), interpolation=cv2.INTER_NEAREST)
 
 
+def submission_lines(count: int) -> torch.Tensor:
+    """The rows (or columns) of an image `count` pixels tall (or wide) that to_submission_size reads, in order:
+    OpenCV's own nearest resize of the line numbers, so the CSV's labels can be computed at those pixels only."""
+    if count == SUBMISSION_SIZE:
+        return torch.arange(count)
+    lines = cv2.resize(np.arange(count, dtype=np.float32)[None], (SUBMISSION_SIZE, 1), interpolation=cv2.INTER_NEAREST)
+    return torch.from_numpy(lines[0].astype(np.int64))
+
+
 class TrashSubmissionWriter:
-    """Rows go to a temporary file that replaces `path` only when the `with` block exits normally."""
+    """Rows go to a temporary file that replaces `path` only when the `with` block exits normally; a failed write
+    (a full or read-only disk) is one line naming the CSV, and leaves no temporary file."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -45,9 +63,14 @@ class TrashSubmissionWriter:
         self._images: set[str] = set()
 
     def __enter__(self):
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(HEADER)
+        remove_stale_temps(Path(self.path))
+        try:
+            self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._file, lineterminator="\n")
+            self._writer.writerow(HEADER)
+        except OSError as e:
+            self.__exit__(type(e), e, None)
+            raise write_error(self.path, e) from None
         return self
 
     def write_image(self, image_id: str, labels: np.ndarray) -> None:
@@ -56,14 +79,21 @@ class TrashSubmissionWriter:
         if image_id in self._images:
             raise ValueError(f"{image_id}: image written twice")
         self._images.add(image_id)
-        self._writer.writerow([image_id, " ".join(map(str, to_submission_size(labels).reshape(-1).tolist()))])
+        try:
+            self._writer.writerow([image_id, " ".join(map(str, to_submission_size(labels).reshape(-1).tolist()))])
+        except OSError as e:
+            raise write_error(self.path, e) from None
 
     def __exit__(self, exc_type, exc, tb):
         file, self._file, self._writer = self._file, None, None
         try:
-            file.close()
+            if file is not None:
+                file.close()
             if exc_type is None:
                 os.replace(self._tmp, self.path)
+        except OSError as e:  # the last buffered rows hit a full disk, or the rename failed
+            if exc_type is None:
+                raise write_error(self.path, e) from None
         finally:
             if os.path.exists(self._tmp):
                 with contextlib.suppress(OSError):
@@ -73,30 +103,32 @@ class TrashSubmissionWriter:
 
 def save_label_png(folder: str | Path, file_name: str, labels: np.ndarray) -> Path:
     """Write an (H, W) label map as an 8-bit PNG named after the image (`batch_01_vt/0001.jpg` ->
-    `folder/batch_01_vt/0001.png`), atomically."""
+    `folder/batch_01_vt/0001.png`), atomically; a name that would leave `folder` is refused."""
+    check_file_name(Path(folder), repr(file_name), file_name)
     path = Path(folder) / Path(file_name).with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(".png", np.asarray(labels, dtype=np.uint8))
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.tobytes())
-    tmp.replace(path)
+    make_folder(path.parent)
+    write_bytes_atomic(path, data.tobytes())
     return path
 
 
 def test_image_ids(test_json: str | Path) -> list[str]:
-    """The `file_name`s of test.json's images, in its order (the submission order)."""
+    """The `file_name`s of test.json's images, in its order (the submission order); each a relative path, once."""
     path = Path(test_json)
     data = read_coco_json(path, kind="test")
-    names = []
+    names: dict[str, int] = {}
     for n, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or not isinstance(im.get("file_name"), str):
+        if not isinstance(im, dict) or "file_name" not in im:
             raise DataError(f"{path}: image #{n} has no file_name")
-        names.append(im["file_name"])
+        name = check_file_name(path, im.get("id", f"#{n}"), im["file_name"])
+        if name in names:
+            raise DataError(f"{path}: images #{names[name]} and #{n} have the same file_name {name!r}")
+        names[name] = n
     if not names:
         raise DataError(f"{path}: lists no images")
-    return names
+    return list(names)
 
 
 def validate_trash_submission(csv_path, test_json, num_classes: int, max_problems: int = 50) -> list[str]:
@@ -162,8 +194,10 @@ def validate_trash_submission(csv_path, test_json, num_classes: int, max_problem
 
 
 def read_trash_submission(csv_path, num_classes: int) -> dict[str, np.ndarray]:
-    """{image_id: (256, 256) uint8 labels} in file order; DataError (one line) for the first problem."""
+    """{image_id: (256, 256) uint8 labels} in file order; DataError (one line) for the first problem (an image
+    given twice is one)."""
     out: dict[str, np.ndarray] = {}
+    lines: dict[str, int] = {}
     with csv_rows(csv_path) as reader:
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != list(HEADER):
@@ -176,6 +210,10 @@ def read_trash_submission(csv_path, num_classes: int) -> dict[str, np.ndarray]:
             if labels.size != SUBMISSION_SIZE ** 2 or labels.min() < 0 or labels.max() >= num_classes:
                 raise DataError(f"{csv_path}: line {reader.line_num}: image {row[0]!r}: expected "
                                 f"{SUBMISSION_SIZE ** 2} labels in 0..{num_classes - 1}")
+            if row[0] in out:
+                raise DataError(f"{csv_path}: line {reader.line_num}: image {row[0]!r} has a second row (line "
+                                f"{lines[row[0]]}); a vote needs one per image")
+            lines[row[0]] = reader.line_num
             out[row[0]] = labels.astype(np.uint8).reshape(SUBMISSION_SIZE, SUBMISSION_SIZE)
     return out
 
@@ -215,8 +253,14 @@ class TrashSubmission:
         """The images of test.json, each found on disk, checked before predicting."""
         return self.layout.test_samples(root)
 
-    def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None) -> _LabelWriter:
-        return _LabelWriter(out, crf, save_masks, read_image or self.layout.read_image)
+    def check_out(self, out) -> Path:
+        """The output, before any model is loaded: a CSV file in an existing folder."""
+        return check_output_file(out)
+
+    def writer(self, out, thresholds=None, crf=None, save_masks=None, read_image=None,
+               postprocess=None) -> _LabelWriter:
+        """`postprocess`: a modes.postprocess.Postprocess applied to each label map (None: the argmax as is)."""
+        return _LabelWriter(out, crf, save_masks, read_image or self.layout.read_image, postprocess)
 
     def validate(self, path, root) -> list[str]:
         return validate_trash_submission(path, split_path(root, "test"), len(self.classes))
@@ -244,31 +288,76 @@ class TrashSubmission:
 
 
 class _LabelWriter:
-    """Per image: the dense mean probabilities, DenseCRF when configured, argmax (`prepare`, on the prediction's
-    device); then the row and the optional label PNG (`write`, in a background thread)."""
+    """Per image: the labels (`prepare`, on the prediction's device): without DenseCRF, post-processing and
+    --save-masks only the 256x256 pixels the CSV samples, by argmax_labels' quads; with post-processing or
+    --save-masks every pixel; with DenseCRF the dense mean probabilities, refined, then argmax. Then the
+    post-processing, the row and the optional label PNG (`write`, in a background thread).
 
-    def __init__(self, out, crf, save_masks, read_image):
+    --save-masks DIR is filled as `DIR.tmp-<pid>-<hex>` and renamed when the submission is complete: a failed run
+    leaves no half folder (DIR must be missing or empty; inference.py checks it before loading the model)."""
+
+    def __init__(self, out, crf, save_masks, read_image, postprocess=None):
         self.csv = TrashSubmissionWriter(out)
-        self.crf, self.save_masks, self.read_image = crf, save_masks, read_image
+        self.crf, self.read_image = crf, read_image
+        self.save_masks = None if save_masks is None else Path(save_masks)
+        self.postprocess = postprocess
+        self._masks = contextlib.ExitStack()
+        self._folder: Path | None = None
+        self._pngs: dict[Path, str] = {}
 
     def __enter__(self):
+        if self.save_masks is not None:
+            make_folder(self.save_masks.parent)
+            try:
+                self._folder = self._masks.enter_context(atomic_folder(self.save_masks))
+            except OSError as e:
+                raise write_error(self.save_masks, e) from None
         self.csv.__enter__()
         return self
 
     def prepare(self, sample, probs):
-        mean = dense_probs(probs)
+        size = tuple(probs.shape[-2:]) if isinstance(probs, torch.Tensor) else probs.size
+        if size != (sample.height, sample.width):  # the image decoded at another size than test.json says
+            raise size_error(sample, size)
         if self.crf is not None:
             c = self.crf
-            mean = torch.from_numpy(dense_crf(self.read_image(sample.image), mean.cpu().numpy(), c.iterations,
-                                              c.gaussian_sxy, c.gaussian_compat, c.bilateral_sxy, c.bilateral_srgb,
-                                              c.bilateral_compat))
-        return sample.key, mean.argmax(0).to(torch.uint8).cpu().numpy()
+            mean = torch.from_numpy(dense_crf(self.read_image(sample.image), dense_probs(probs).cpu().numpy(),
+                                              c.iterations, c.gaussian_sxy, c.gaussian_compat, c.bilateral_sxy,
+                                              c.bilateral_srgb, c.bilateral_compat))
+            labels = mean.argmax(0).to(torch.uint8)
+        elif isinstance(probs, torch.Tensor):
+            labels = probs.argmax(0).to(torch.uint8)
+        elif self.save_masks is not None or self.postprocess is not None:  # they need every pixel
+            labels = argmax_labels(probs.parts, size)
+        else:
+            labels = argmax_labels(probs.parts, size, submission_lines(size[0]), submission_lines(size[1]))
+        return sample.key, labels.cpu().numpy()
 
     def write(self, payload) -> None:
         key, labels = payload
+        if self.postprocess is not None:
+            labels = self.postprocess.labels(labels)
         self.csv.write_image(key, labels)
-        if self.save_masks is not None:
-            save_label_png(self.save_masks, key, labels)
+        if self._folder is not None:
+            name = Path(key).with_suffix(".png")
+            if name in self._pngs:
+                raise DataError(f"--save-masks {self.save_masks}: test images {self._pngs[name]!r} and {key!r} "
+                                f"would both be saved as {name}")
+            self._pngs[name] = key
+            try:
+                save_label_png(self._folder, key, labels)
+            except UserError as e:  # named as the file is called once the folder is renamed
+                raise UserError(str(e).replace(str(self._folder), str(self.save_masks), 1)) from None
 
     def __exit__(self, exc_type, exc, tb):
-        return self.csv.__exit__(exc_type, exc, tb)
+        if exc_type is not None:
+            self._masks.__exit__(exc_type, exc, tb)  # removes the PNG folder
+            return self.csv.__exit__(exc_type, exc, tb)  # and the temporary CSV
+        try:
+            self._masks.close()  # the PNG folder first: a written CSV means everything is there
+        except BaseException as e:
+            self.csv.__exit__(type(e), e, e.__traceback__)
+            if isinstance(e, OSError):
+                raise write_error(self.save_masks, e) from None
+            raise
+        return self.csv.__exit__(None, None, None)

@@ -10,7 +10,7 @@ import numpy as np
 from data.splits import group_kfold
 from tasks.handbone import pseudo, synthetic
 from tasks.handbone.reader import rasterize, read_meta, read_polygons, scan_split
-from utils.files import check_new_folder
+from utils.files import check_new_folder, check_output_folder
 from utils.images import read_gray, resize_image
 
 
@@ -18,6 +18,8 @@ class HandboneLayout:
     name = "handbone"
     channels = 1
     label_kind = "bits"  # one bit plane per class: the multilabel mode's targets
+    modes = ("multilabel",)  # the task modes it can feed (every JSON holds all 29 bones: no one-class binary)
+    ignore_index = None  # polygons leave no void
     splits = ("kfold",)  # the values of data.split it knows
     submission = "handbone"  # its competition's submission (task.submission: null)
 
@@ -77,4 +79,4 @@ class HandboneLayout:
 
     def check_pseudo_out(self, out) -> Path:
         """The --out of pseudo_label.py, checked before any model is loaded."""
-        return check_new_folder(out)
+        return check_new_folder(check_output_folder(out))

@@ -13,7 +13,8 @@
   most classes are confidently background, so useful cut-offs sit close to 1; `DIR/pseudo_labels.json` records
   every image's value to choose one from.
 - The folder is built as `DIR.tmp-XXXX` next to DIR and renamed at the end: a failed run never leaves a
-  complete-looking DIR. An existing non-empty DIR is refused. When no image is kept, nothing is written.
+  complete-looking DIR. An existing non-empty DIR is refused. When no image is kept, nothing is written. A failed
+  write (a full or read-only disk, a file in the way) is one line naming the file as it would be called in DIR.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from modes.fullsize import FullSizeProbs
 from tasks.handbone.reader import ANNOTATION_DIR, IMAGE_DIR, Sample
-from utils.files import atomic_folder, check_new_folder
+from utils.files import atomic_folder, check_new_folder, check_output_folder, make_folder, write_error
 
 MANIFEST = "pseudo_labels.json"
 
@@ -125,41 +126,54 @@ def write_pseudo_labels(predictions: Iterable[tuple[Sample, object]], out: str |
     (e.g. checkpoints and weights) and every image's confidence. Returns a PseudoReport; when no image is kept,
     nothing is written and `report.written` is False.
     """
-    out = check_new_folder(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_new_folder(check_output_folder(out))
+    make_folder(out.parent)
     report = PseudoReport(out)
-    with atomic_folder(out) as tmp:
-        for sample, probs in predictions:
-            if not isinstance(probs, FullSizeProbs):
-                probs = FullSizeProbs.of(probs)
-            if probs.num_classes != len(classes):
-                raise ValueError(f"{sample.key}: {probs.num_classes} probability maps for {len(classes)} classes")
-            score = probs.confidence()
-            report.confidences[sample.key] = score
-            if score < min_confidence:
-                report.skipped.append(sample.key)
-                continue
-            polygons, empty = {}, []
-            for name, item in zip(classes, probs.masks(threshold)):
-                points = None if item is None else mask_to_polygon(_to_numpy(item[1]), (item[0][0], item[0][2]))
-                if points is None:
-                    empty.append(name)
-                else:
-                    polygons[name] = points
-            report.linked += _write_sample(tmp, sample, polygons, probs.size)
-            report.kept.append(sample.key)
-            if empty:
-                report.empty[sample.key] = empty
-        if not report.kept:
-            shutil.rmtree(tmp)  # commits nothing
-            return report
-        manifest = {"classes": classes, "threshold": threshold, "min_confidence": min_confidence, **(info or {}),
-                    "kept": report.kept, "skipped": report.skipped, "empty_classes": report.empty,
-                    "confidence": report.confidences}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        check_new_folder(out)  # nothing appeared there meanwhile
+    tmp = None
+    try:
+        with atomic_folder(out) as tmp:
+            _fill(tmp, predictions, classes, threshold, min_confidence, report)
+            if not report.kept:
+                shutil.rmtree(tmp)  # commits nothing
+                return report
+            manifest = {"classes": classes, "threshold": threshold, "min_confidence": min_confidence, **(info or {}),
+                        "kept": report.kept, "skipped": report.skipped, "empty_classes": report.empty,
+                        "confidence": report.confidences}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            check_new_folder(out)  # nothing appeared there meanwhile
+    except OSError as e:  # a full or read-only disk: name the file as it would have been called in DIR
+        where = out
+        if tmp is not None and e.filename and Path(e.filename).is_relative_to(tmp):
+            where = out / Path(e.filename).relative_to(tmp)
+        raise write_error(where, e) from None
     report.written = True
     return report
+
+
+def _fill(tmp: Path, predictions, classes: list[str], threshold: float, min_confidence: float,
+          report: PseudoReport) -> None:
+    """Write the kept images of `predictions` into `tmp`, recording each image's fate in `report`."""
+    for sample, probs in predictions:
+        if not isinstance(probs, FullSizeProbs):
+            probs = FullSizeProbs.of(probs)
+        if probs.num_classes != len(classes):
+            raise ValueError(f"{sample.key}: {probs.num_classes} probability maps for {len(classes)} classes")
+        score = probs.confidence()
+        report.confidences[sample.key] = score
+        if score < min_confidence:
+            report.skipped.append(sample.key)
+            continue
+        polygons, empty = {}, []
+        for name, item in zip(classes, probs.masks(threshold)):
+            points = None if item is None else mask_to_polygon(_to_numpy(item[1]), (item[0][0], item[0][2]))
+            if points is None:
+                empty.append(name)
+            else:
+                polygons[name] = points
+        report.linked += _write_sample(tmp, sample, polygons, probs.size)
+        report.kept.append(sample.key)
+        if empty:
+            report.empty[sample.key] = empty
 
 
 def _to_numpy(masks) -> np.ndarray:

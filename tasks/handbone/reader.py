@@ -76,13 +76,16 @@ def read_polygons(path: Path, classes: list[str], height: int, width: int
     """Parse an annotation JSON into (class index, points (N, 2) float32) pairs.
 
     Returns the polygons and warnings for what training can go on without, each naming the file and annotation,
-    skipped and counted: a polygon of fewer than 3 points, a NaN or infinite coordinate, an annotation that is not
-    an object, a label that is not a string, a bone annotated twice (the first is kept); points outside the image
-    are clipped. An unknown label or a broken file (no list of annotations) is an error.
+    skipped and counted: a polygon of fewer than 3 points, a NaN, infinite or beyond-float coordinate, an annotation
+    that is not an object, a label that is not a string, a bone annotated twice (the first is kept); points outside
+    the image are clipped. An unknown label or a broken file (no list of annotations, arrays nested too deeply) is an
+    error.
     """
     try:
         data = json.loads(path.read_text())
         annotations = data["annotations"]
+    except RecursionError:  # arrays nested deeper than Python's recursion limit
+        raise DataError(f"{path}: not a valid annotation JSON (nested too deeply)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a valid annotation JSON ({type(e).__name__}: {e})") from None
     if not isinstance(annotations, list):
@@ -106,7 +109,10 @@ def read_polygons(path: Path, classes: list[str], height: int, width: int
         try:
             with np.errstate(over="ignore"):  # 1e300 becomes inf, refused just below
                 points = np.asarray(ann["points"], dtype=np.float32).reshape(-1, 2)
-        except (KeyError, ValueError, TypeError):
+        except OverflowError:  # an integer beyond float range (JSON has no limit on digits)
+            warnings.append(f"{path}: skipped annotation {n} ({label}): a coordinate beyond float range")
+            continue
+        except (KeyError, ValueError, TypeError, RecursionError):  # RecursionError: nested lists, deeply
             raise DataError(f"{path}: annotation {n} ({label}) has malformed points") from None
         if not np.isfinite(points).all():  # JSON NaN, Infinity, or 1e300 (inf in float32)
             warnings.append(f"{path}: skipped annotation {n} ({label}): NaN or infinite coordinates")

@@ -18,7 +18,7 @@ import numpy as np
 from tasks.handbone.reader import IMAGE_DIR, scan_split
 from utils.csvfile import Problems, csv_rows
 from utils.errors import DataError, UserError
-from utils.files import remove_stale_temps, write_error
+from utils.files import check_output_file, remove_stale_temps, write_error
 from utils.images import read_png_size
 from utils.rle import decode_rle, encode_rle_crop, parse_rle, runs_to_rle
 
@@ -333,13 +333,18 @@ class HandboneSubmission:
     def test_samples(self, root) -> list:
         return test_samples(root)
 
-    def writer(self, out, thresholds, crf=None, save_masks=None, read_image=None) -> _RleWriter:
+    def check_out(self, out) -> Path:
+        """The output, before any model is loaded: a CSV file in an existing folder."""
+        return check_output_file(out)
+
+    def writer(self, out, thresholds, crf=None, save_masks=None, read_image=None, postprocess=None) -> _RleWriter:
+        """`postprocess`: a modes.postprocess.Postprocess applied to each class's mask (None: masks as predicted)."""
         if save_masks is not None:
             raise UserError("--save-masks writes label maps of the trash submission; the hand-bone CSV holds RLE "
                             "masks (use --save-probs for the probabilities)")
         if crf is not None:
             raise UserError("predict.crf: DenseCRF refines softmax outputs, not the hand-bone sigmoid masks")
-        return _RleWriter(out, self.classes, thresholds)
+        return _RleWriter(out, self.classes, thresholds, postprocess)
 
     def validate(self, path, root) -> list[str]:
         return validate_submission(path, root, self.classes)
@@ -371,11 +376,13 @@ class HandboneSubmission:
 
 class _RleWriter:
     """Per image: masks thresholded inside their boxes (modes.fullsize) on the prediction's device (`prepare`),
-    then run-length encoded from the crops with their offsets and written (`write`, in a background thread)."""
+    then post-processed on the crops (see modes.postprocess.Postprocess.mask), run-length encoded from the crops
+    with their offsets and written (`write`, in a background thread)."""
 
-    def __init__(self, out, classes: list[str], thresholds):
+    def __init__(self, out, classes: list[str], thresholds, postprocess=None):
         self.csv = SubmissionWriter(out, classes)
         self.thresholds = thresholds
+        self.postprocess = postprocess
 
     def __enter__(self):
         self.csv.__enter__()
@@ -388,6 +395,8 @@ class _RleWriter:
 
     def write(self, payload) -> None:
         name, width, masks = payload
+        if self.postprocess is not None:
+            masks = [None if m is None else (m[0], self.postprocess.mask(c, m[1])) for c, m in enumerate(masks)]
         self.csv.write_image(name, ["" if m is None else encode_rle_crop(m[1], m[0][0], m[0][2], width)
                                     for m in masks])
 
