@@ -100,6 +100,8 @@ def check_arguments(args) -> None:
         raise UserError("give --checkpoint CHECKPOINT (or --check CSV --data ROOT)")
     if args.threshold is not None and args.thresholds:
         raise UserError("give either --threshold or --thresholds, not both")
+    if args.threshold is not None:
+        check_threshold(args.threshold, "--threshold")
     onnx = Path(args.checkpoint or "").suffix.lower() == ".onnx"  # as trainer.inference.is_onnx tells
     model_file = "ONNX file" if onnx else "checkpoint"
     for path, what in ((args.checkpoint, model_file), (args.config, "config file"),
@@ -109,8 +111,6 @@ def check_arguments(args) -> None:
         require_file(args.check, "submission file")
     require_dir(args.data, "data root")
     check_workers(args.workers)
-    if args.threshold is not None:
-        check_threshold(args.threshold, "--threshold")
     if args.save_probs and Path(args.save_probs).is_file():
         raise UserError(f"--save-probs {args.save_probs}: is a file, expected a folder")
     if args.checkpoint and args.tune_thresholds:

@@ -185,7 +185,7 @@ def test_pickled_code_in_encoder_weights_is_refused_without_running(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("garbage.pth", os.urandom(300), r"not a PyTorch/safetensors weights file \("),
+    ("garbage.pth", b"\x00\xfe garbage, no pickle opcode first" * 8, r"not a PyTorch/safetensors weights file \("),
     ("empty.pt", b"", r"not a PyTorch/safetensors weights file \(EOFError\)"),
     ("bad.safetensors", b"\xff" * 64, r"not a safetensors weights file \("),
 ])

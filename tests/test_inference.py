@@ -1,11 +1,13 @@
 """inference.py / ensemble.py: the exact CSV, TTA and sliding-window correctness, voting, bad inputs."""
 import csv
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tasks.handbone.reader import scan_split
@@ -15,6 +17,7 @@ from trainer.inference import PROBS_SCALE, load_member, load_probs_member, membe
 from trainer.predictor import Predictor, to_full_size
 from trainer.runtime import setup_runtime
 from trainer.thresholds import BINS, per_threshold_dice
+from utils.cli import run_main
 from utils.config import PredictConfig, TrainerConfig
 from utils.images import read_gray, resize_image
 from utils.rle import decode_rle
@@ -152,16 +155,24 @@ def test_tune_thresholds_cli(tiny_checkpoint, tmp_path):
 # ------------------------------------------------------------------------------------------- bad input
 
 
-def test_bad_inputs_are_one_line_errors(tiny_checkpoint, dataset_copy, tmp_path):
+def run_here(capsys, script, *args):
+    """An entry script's main in this process (no interpreter start per case): its exit status and stderr."""
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as done:
+        run_main(lambda: module.main([*map(str, args), "--no-progress"]))
+    return subprocess.CompletedProcess(script, done.value.code, "", capsys.readouterr().err)
+
+
+def test_bad_inputs_are_one_line_errors(tiny_checkpoint, dataset_copy, tmp_path, capsys):
     empty = tmp_path / "empty"
     (empty / "test" / "DCM").mkdir(parents=True)
-    r = run("inference.py", "--checkpoint", tiny_checkpoint, "--data", empty, "--out", tmp_path / "x.csv")
+    r = run_here(capsys, "inference", "--checkpoint", tiny_checkpoint, "--data", empty, "--out", tmp_path / "x.csv")
     assert r.returncode == 2 and "no PNG images" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
     broken = scan_split(dataset_copy, "test")[1].image
     broken.write_bytes(b"garbage")
     out = tmp_path / "y.csv"
-    r = run("inference.py", "--checkpoint", tiny_checkpoint, "--data", dataset_copy, "--out", out, "--workers", 0)
+    r = run_here(capsys, "inference", "--checkpoint", tiny_checkpoint, "--data", dataset_copy, "--out", out, "--workers", 0)
     assert r.returncode == 2 and str(broken) in r.stderr and "unreadable image" in r.stderr
     assert not out.exists() and not list(tmp_path.glob("y.csv*")), "no partial CSV is left behind"
 
@@ -169,13 +180,13 @@ def test_bad_inputs_are_one_line_errors(tiny_checkpoint, dataset_copy, tmp_path)
     state = torch.load(tiny_checkpoint, weights_only=True)
     state["classes"] = state["classes"][:-1]
     torch.save(state, other)
-    r = run("inference.py", "--checkpoint", other, "--out", tmp_path / "z.csv")
+    r = run_here(capsys, "inference", "--checkpoint", other, "--out", tmp_path / "z.csv")
     assert r.returncode == 2 and "classes differ" in r.stderr and str(other) in r.stderr
 
-    r = run("ensemble.py", "--checkpoints", tiny_checkpoint, other, "--out", tmp_path / "w.csv")
+    r = run_here(capsys, "ensemble", "--checkpoints", tiny_checkpoint, other, "--out", tmp_path / "w.csv")
     assert r.returncode == 2 and str(other) in r.stderr
 
-    r = run("inference.py", "--checkpoint", tiny_checkpoint, "--set", "model.encoder=resnet34", "--out", tmp_path / "v.csv")
+    r = run_here(capsys, "inference", "--checkpoint", tiny_checkpoint, "--set", "model.encoder=resnet34", "--out", tmp_path / "v.csv")
     assert r.returncode == 2 and "weights do not fit model Unet/resnet34" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
