@@ -37,8 +37,11 @@ def curves_figure(epochs: list[dict]):
     x = [r["epoch"] for r in epochs]
     axes[0].plot(x, [r.get("train_loss") for r in epochs], marker="o")
     axes[0].set(title="training loss", xlabel="epoch")
-    axes[1].plot(x, [r.get("lr") for r in epochs], marker="o")
-    axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
+    lrs = [r.get("lr") for r in epochs]
+    axes[1].plot(x, lrs, marker="o")
+    # a log scale shows warm-up and decay alike, but needs a positive value (a cosine schedule ends at 0)
+    positive = any(isinstance(v, (int, float)) and v > 0 for v in lrs)
+    axes[1].set(title="learning rate", xlabel="epoch", yscale="log" if positive else "linear")
     return fig, axes
 
 

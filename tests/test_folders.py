@@ -5,6 +5,7 @@ bad input as a one-line error naming the file."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -331,6 +332,33 @@ def test_void_reaches_cache_presence_and_a_term_without_ignore_index_is_refused(
 
 
 # ------------------------------------------------------------------------------------- pseudo and plug-in
+
+
+def test_analysis_report_and_a_sweep_of_a_voc_set(voc_root, voc_run, tmp_path):
+    """The report and a campaign ask the task, never the layout: a VOC run's report scores in mIoU with VOC's class
+    names, and a queued folders config runs as a sweep trial whose table column is val_miou."""
+    assert cli("analyze", "--run", voc_run, "--worst", 2, "--cleansing", 2) == 0
+    report = voc_run / "report"
+    page = (report / "index.html").read_text()
+    best = max(json.loads(line)["val_miou"] for line in (voc_run / "metrics.jsonl").read_text().splitlines()
+               if "val_miou" in line)
+    assert re.search(r"id='best-miou'>([0-9.]+)<", page).group(1) == f"{best:.4f}"
+    assert "aeroplane" in page and "threshold" not in page.lower()
+    for name in ("confusion.png", "iou_per_class.png", "worst_00.png", "cleansing_00.png"):
+        assert (report / name).stat().st_size > 0, name
+
+    config = tmp_path / "voc_tiny.yaml"
+    config.write_text(f"_base_: [{VOC}]\nname: voc_tiny\n")
+    sets = [arg for item in [f"data.root={voc_root}", f"data.cache_dir={tmp_path / 'cache'}", "data.synthetic=null",
+                             *SMALL] for arg in ("--set", item)]
+    out = tmp_path / "campaign"
+    sweep = __import__("sweep").main  # no --no-progress flag: trials show no bars unless --progress
+    assert sweep([*map(str, ["--queue", config, "--study", "voc", "--out", out, *sets])]) == 0
+    records = [json.loads(line) for line in (out / "trial-0" / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= records[-1]["val_miou"] <= 1
+    assert sweep(["--report", "voc", "--storage", f"sqlite:///{out / 'study.db'}", "--out", str(out)]) == 0
+    table = (out / "report.md").read_text()
+    assert "val_miou" in table and "voc_tiny" in table
 
 
 def test_pseudo_labels_write_a_folders_set_that_trains(voc_root, voc_run, tmp_path):
