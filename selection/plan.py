@@ -23,12 +23,13 @@ import yaml
 from selection import table
 from selection.oof import OofImages, collect_runs, fingerprint, predict_missing
 from selection.search import postprocess_spec, select
+from trainer.export import export_checkpoint
 from trainer.inference import load_members, write_submission
 from trainer.runtime import setup_runtime
 from utils.cli import check_threshold
 from utils.config import CrfConfig, PostprocessOps, check_postprocess, parse_section, read_yaml
 from utils.errors import UserError
-from utils.files import write_text_atomic
+from utils.files import atomic_folder, write_text_atomic
 
 PLAN_VERSION = 1
 
@@ -130,12 +131,7 @@ def apply_plan(path, out, data_root: str | None = None, overrides: list[str] = (
                progress: bool = True) -> str:
     """Write the submission of a plan to `out`; returns the line to print."""
     plan = read_plan(path)
-    for m in plan["members"]:  # every checkpoint is checked before any model is loaded
-        for c in m["checkpoints"]:
-            now = fingerprint(Path(c["path"]))
-            if now != {"size": c["size"], "mtime_ns": c["mtime_ns"]}:
-                raise UserError(f"{path}: {c['path']} changed since the selection (size or modification time); "
-                                "run ensemble.py --select again")
+    check_unchanged(plan, path)  # every checkpoint before any model is loaded
     crf = plan["crf"]
     overrides = [*plan.get("overrides", []), *overrides, f"predict.crf={json.dumps(_plain(crf))}"]
     if data_root:
@@ -162,6 +158,42 @@ def apply_plan(path, out, data_root: str | None = None, overrides: list[str] = (
                              postprocess=plan["postprocess"], num_workers=num_workers, progress=progress)
     return (f"wrote {out}: {count} images, plan {path}: {len(plan['members'])} runs, {len(members)} models, "
             f"post-processing for {len(plan['postprocess'])} classes")
+
+
+def check_unchanged(plan: dict, path) -> None:
+    """The weights, thresholds and post-processing were chosen for the models that were there: a changed one is an
+    error naming it."""
+    for m in plan["members"]:
+        for c in m["checkpoints"]:
+            if fingerprint(Path(c["path"])) != {"size": c["size"], "mtime_ns": c["mtime_ns"]}:
+                raise UserError(f"{path}: {c['path']} changed since the selection (size or modification time); "
+                                "run ensemble.py --select again")
+
+
+def export_plan(path, out_dir, opset: int | None = None, exporter: str = "auto", simplify: bool = False) -> str:
+    """Every fold model of a plan exported to ONNX into `out_dir`, beside `out_dir/plan.yaml`: the same plan whose
+    checkpoints are those files, so that `ensemble.py --plan out_dir/plan.yaml` runs it through ONNX Runtime (a
+    deployment without PyTorch's training stack). Returns the line to print."""
+    plan = read_plan(path)
+    check_unchanged(plan, path)
+    out_dir = Path(out_dir)
+    written = read_yaml(Path(path))  # the file as saved (read_plan parses crf and post-processing into objects)
+    written["exported_from"] = str(path)
+    count = 0
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(out_dir) as tmp:
+        for i, member in enumerate(written["members"]):
+            for c in member["checkpoints"]:
+                name = f"{i}-{Path(member['run']).name}-{Path(c['path']).parent.name}.onnx"
+                _, result = export_checkpoint(c["path"], tmp / name, opset, overrides=plan["overrides"],
+                                              exporter=exporter, simplify=simplify)
+                print(f"exported {c['path']} -> {out_dir / name} ({result.exporter}, ONNX Runtime within "
+                      f"{result.max_abs_diff:.1e} of PyTorch)")
+                c.update(path=str(out_dir / name), **fingerprint(tmp / name))  # a rename keeps size and mtime
+                count += 1
+        write_plan(written, tmp / "plan.yaml")
+    return (f"wrote {out_dir}: {count} ONNX models and plan.yaml (run it with ensemble.py --plan "
+            f"{out_dir / 'plan.yaml'})")
 
 
 def _plain(crf: CrfConfig | None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 import yaml
 
 import ensemble
+import export
 import inference
 import selection.oof
 from modes.crf import dense_crf
@@ -26,6 +28,7 @@ from tasks.coco.synthetic import generate as generate_trash
 from tasks.handbone.submission import read_submission, validate_submission
 from tasks.registry import build_task
 from tests.conftest import ROOT, tiny_overrides
+from tests.test_onnx import MAX_DIFFERING_PIXELS, differing_fraction, positive_pixels
 from trainer.inference import expand_checkpoints, load_members, write_submission
 from trainer.kfold import train_folds
 from trainer.runtime import setup_runtime
@@ -356,6 +359,35 @@ def test_select_then_plan_hand_bones(hand_runs, dataset_root, monkeypatch, capsy
         torch.save(state, c / f"fold{k}" / "best.pt")
     with pytest.raises(UserError, match=r"^a and c: not the same cross-validation split \(fold 0: \d+ images differ"):
         make_plan(["a", "c"], "bad.yaml", num_workers=0, progress=False)
+
+
+def test_a_plan_exported_to_onnx_writes_the_same_submission(hand_runs, dataset_root, monkeypatch, capsys):
+    """export.py --plan: every fold model of the members as an .onnx file, and a plan over them that ensemble.py
+    --plan runs through ONNX Runtime to the checkpoints' submission (thresholds, TTA, post-processing kept)."""
+    tmp, _, _ = hand_runs
+    monkeypatch.chdir(tmp)
+    plan = make_plan(["a", "b"], "deploy_plan.yaml", steps=4, num_workers=0, progress=False)
+    assert export.main(["--plan", "deploy_plan.yaml", "--out", "deploy"]) == 0
+    models = [c for m in plan["members"] for c in m["checkpoints"]]
+    deployed = read_plan(tmp / "deploy" / "plan.yaml")
+    paths = [c["path"] for m in deployed["members"] for c in m["checkpoints"]]
+    assert len(paths) == len(models) and all(p.startswith("deploy/") and p.endswith(".onnx") for p in paths)
+    assert [c["tta"] for m in deployed["members"] for c in m["checkpoints"]] == [c["tta"] for c in models]
+    assert deployed["thresholds"] == plan["thresholds"] and deployed["exported_from"] == "deploy_plan.yaml"
+    assert sorted(p.name for p in (tmp / "deploy").iterdir()) == sorted(
+        [Path(p).name for p in paths] + ["plan.yaml", "plan.md", "plan.html"])
+
+    apply_plan("deploy_plan.yaml", "pt.csv", num_workers=0, progress=False)
+    apply_plan("deploy/plan.yaml", "onnx.csv", num_workers=0, progress=False)
+    classes = plan["task"]["classes"]
+    assert positive_pixels(tmp / "pt.csv", classes) > 0  # masks to compare, not two empty submissions
+    assert differing_fraction(tmp / "pt.csv", tmp / "onnx.csv", dataset_root, classes) < MAX_DIFFERING_PIXELS
+
+    capsys.readouterr()
+    with pytest.raises(UserError, match=r"--out deploy: output folder exists and is not empty"):
+        export.main(["--plan", "deploy_plan.yaml", "--out", "deploy"])
+    with pytest.raises(UserError, match=r"^--image-size: not with --plan"):
+        export.main(["--plan", "deploy_plan.yaml", "--out", "deploy2", "--image-size", "64"])
 
 
 def _cli_error(main, argv, capsys) -> str:
