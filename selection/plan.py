@@ -172,8 +172,8 @@ def check_unchanged(plan: dict, path) -> None:
 
 def export_plan(path, out_dir, opset: int | None = None, exporter: str = "auto", simplify: bool = False) -> str:
     """Every fold model of a plan exported to ONNX into `out_dir`, beside `out_dir/plan.yaml`: the same plan whose
-    checkpoints are those files, so that `ensemble.py --plan out_dir/plan.yaml` runs it through ONNX Runtime (a
-    deployment without PyTorch's training stack). Returns the line to print."""
+    checkpoints are those files, so that `ensemble.py --plan out_dir/plan.yaml` runs it through ONNX Runtime.
+    Returns the line to print."""
     plan = read_plan(path)
     check_unchanged(plan, path)
     out_dir = Path(out_dir)
