@@ -361,7 +361,7 @@ def test_select_then_plan_hand_bones(hand_runs, dataset_root, monkeypatch, capsy
         make_plan(["a", "c"], "bad.yaml", num_workers=0, progress=False)
 
 
-def test_a_plan_exported_to_onnx_writes_the_same_submission(hand_runs, dataset_root, monkeypatch, capsys):
+def test_a_plan_exported_to_onnx_writes_the_same_submission(hand_runs, dataset_root, monkeypatch):
     """export.py --plan: every fold model of the members as an .onnx file, and a plan over them that ensemble.py
     --plan runs through ONNX Runtime to the checkpoints' submission (thresholds, TTA, post-processing kept)."""
     tmp, _, _ = hand_runs
@@ -383,7 +383,6 @@ def test_a_plan_exported_to_onnx_writes_the_same_submission(hand_runs, dataset_r
     assert positive_pixels(tmp / "pt.csv", classes) > 0  # masks to compare, not two empty submissions
     assert differing_fraction(tmp / "pt.csv", tmp / "onnx.csv", dataset_root, classes) < MAX_DIFFERING_PIXELS
 
-    capsys.readouterr()
     with pytest.raises(UserError, match=r"--out deploy: output folder exists and is not empty"):
         export.main(["--plan", "deploy_plan.yaml", "--out", "deploy"])
     with pytest.raises(UserError, match=r"^--image-size: not with --plan"):
