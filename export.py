@@ -52,7 +52,6 @@ def check_opset(opset: int | None) -> None:
 
 
 def export_a_plan(args) -> int:
-    from selection.plan import export_plan
     from utils.errors import UserError
     from utils.files import check_new_folder, check_output_folder
 
@@ -62,18 +61,20 @@ def export_a_plan(args) -> int:
         raise UserError(f"{', '.join(given)}: not with --plan (the plan holds its sizes, thresholds and overrides)")
     check_new_folder(check_output_folder(args.out))
     check_opset(args.opset)
+    from selection.plan import export_plan  # torch and the models load only after the arguments passed
+
     print(export_plan(args.plan, args.out, args.opset, args.exporter, args.simplify))
     return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.plan:
+        return export_a_plan(args)
     from trainer.export import export_checkpoint
     from utils.errors import UserError
     from utils.files import check_output_file
 
-    if args.plan:
-        return export_a_plan(args)
     check_output_file(args.out)
     if not str(args.out).lower().endswith(".onnx"):
         raise UserError(f"--out {args.out}: name the file .onnx (inference.py and ensemble.py tell it by that)")
