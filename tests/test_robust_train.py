@@ -15,6 +15,7 @@ import train
 from tests.conftest import ROOT, tiny_overrides
 from tests.system import unavailable
 from trainer import checkpoint as checkpoint_module
+from trainer import trainer as trainer_module
 from trainer.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from trainer.rundir import prepare_run_dir, truncate_metrics
 from trainer.runtime import setup_runtime
@@ -252,6 +253,20 @@ def test_ctrl_c_during_a_checkpoint_write_stays_a_ctrl_c(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"model": {}}, tmp_path / "last.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_right_after_a_checkpoint_is_renamed_names_the_epoch_the_file_holds(tiny_config, tmp_path, monkeypatch):
+    """The Ctrl-C message reads the epoch from last.pt itself: a signal landing just after the rename of epoch 2's
+    last.pt (before the trainer could note it) must not send the user to resume "epoch 1"."""
+    def save_then_interrupt(state, path):
+        save_checkpoint(state, path)
+        if Path(path).name == "last.pt" and state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_interrupt)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt, match=rf"^{re.escape(str(run_dir / 'last.pt'))} kept \(epoch 2\);"):
+        fit(tiny_config("trainer.epochs=3"), run_dir)
 
 
 def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):

@@ -30,6 +30,15 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
             raise
 
 
+def saved_epoch(path: Path) -> int | None:
+    """The epoch (1-based) a last.pt holds, read from the file itself (its tensors are only mapped, not read):
+    a Ctrl-C can land between the rename of a new last.pt and any note the trainer keeps of it."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]) + 1
+    except Exception:  # absent, or not a checkpoint: nothing to resume from
+        return None
+
+
 def inference_state(state: dict) -> dict:
     """The part of a training state that inference, ensembles and pseudo-labels read (best.pt)."""
     return {k: state[k] for k in INFERENCE_KEYS if k in state}

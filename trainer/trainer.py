@@ -21,7 +21,15 @@ from schedulers.factory import Schedule
 from tasks.registry import build_task
 from trainer.averaging import WeightAverager
 from trainer.callbacks import Callback, CallbackList, StopTraining
-from trainer.checkpoint import check_finite, first_nonfinite, inference_state, load_checkpoint, save_checkpoint, unwrap
+from trainer.checkpoint import (
+    check_finite,
+    first_nonfinite,
+    inference_state,
+    load_checkpoint,
+    save_checkpoint,
+    saved_epoch,
+    unwrap,
+)
 from trainer.optim import build_optimizer, check_optimizer
 from trainer.predictor import Predictor, model_input
 from trainer.rundir import truncate_metrics
@@ -71,7 +79,6 @@ class Trainer:
                                                                                 cfg.trainer.epochs)
 
         self.start_epoch, self.best_score, self.stale_validations, self.best_record = 0, -1.0, 0, None
-        self.saved_epoch: int | None = None  # the epoch (1-based) that last.pt holds, for the Ctrl-C message
         self.last_extra: dict = {}  # the mode's further validation numbers (multiclass: pixel accuracy)
         self.nonfinite_run, self.nonfinite_epoch, self._window_finite = 0, 0, True  # NaN/inf guard (train_step)
         self._position = (0, 0)  # (epoch, batch) of the current step, for error messages
@@ -169,9 +176,10 @@ class Trainer:
     def _interrupted(self) -> str:
         """What a Ctrl-C leaves behind and how to go on from it."""
         last = self.run_dir / "last.pt"
-        if self.saved_epoch is None or not last.is_file():
+        epoch = saved_epoch(last)
+        if epoch is None:
             return f"no checkpoint yet in {self.run_dir} (the first epoch had not ended)"
-        return (f"{last} kept (epoch {self.saved_epoch}); continue with: python train.py --resume {last}")
+        return f"{last} kept (epoch {epoch}); continue with: python train.py --resume {last}"
 
     def _fit_epochs(self) -> dict:
         t = self.cfg.trainer
@@ -209,7 +217,6 @@ class Trainer:
                 if improved:
                     save_checkpoint(inference_state(state), self.run_dir / "best.pt")
                 save_checkpoint(state, self.run_dir / "last.pt")
-                self.saved_epoch = epoch + 1
             self._log(record)
             if self.runtime.is_main:
                 self._report(record, per_class)
@@ -425,7 +432,7 @@ class Trainer:
                 raise UserError(f"{path}: the config asks for averaging.mode={self.cfg.averaging.mode} but the "
                                 f"checkpoint holds no averaged weights")
             self.averager.load_state_dict(state["averager"])
-        self.start_epoch = self.saved_epoch = state["epoch"] + 1
+        self.start_epoch = state["epoch"] + 1
         self.best_score = state["best_score"]
         self.stale_validations = state["stale_validations"]
         self.best_record = state.get("best_record")
